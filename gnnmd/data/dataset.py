@@ -1,0 +1,66 @@
+"""A PyG dataset over stored frames that builds each graph when it is asked for, deterministic
+train/validation splits, and the loader."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch_geometric.data import Dataset
+from torch_geometric.loader import DataLoader
+
+from gnnmd.data.frames import Frames
+from gnnmd.data.graphs import GraphBuilder
+
+
+class FrameDataset(Dataset):
+    """Graphs of `frames[indices]` within `cutoff`, built on the fly (cheap with cell lists; caching
+    graphs for 10^4 frames would take >10 GB)."""
+
+    def __init__(self, frames: Frames, cutoff: float, indices=None, transform=None):
+        super().__init__(transform=transform)
+        self.frames = frames
+        self.builder = GraphBuilder(frames.topology, cutoff)
+        self.indices = np.arange(len(frames)) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    @property
+    def cutoff(self) -> float:
+        return self.builder.cutoff
+
+    def len(self) -> int:
+        return len(self.indices)
+
+    def get(self, idx: int):
+        k = int(self.indices[idx])
+        energy = None if self.frames.energies is None else self.frames.energies[k]
+        data = self.builder(self.frames.positions[k], self.frames.cells[k], self.frames.forces[k], energy)
+        data.frame = k
+        return data
+
+
+def split_indices(frames: Frames, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/validation frame indices.
+
+    Frames of one segment are time-correlated, so with enough segments whole segments go to
+    validation; otherwise each segment's last `val_fraction` of frames does."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    segments = np.unique(frames.segments)
+    rng = np.random.default_rng(seed)
+    n_val_segments = int(round(len(segments) * val_fraction))
+    if n_val_segments >= 1:
+        val_segments = rng.permutation(segments)[:n_val_segments]
+        is_val = np.isin(frames.segments, val_segments)
+    else:
+        is_val = np.zeros(len(frames), dtype=bool)
+        for segment in segments:
+            members = np.flatnonzero(frames.segments == segment)
+            n_val = max(1, int(round(len(members) * val_fraction)))
+            is_val[members[-n_val:]] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def make_loader(dataset: FrameDataset, batch_size: int = 1, shuffle: bool = False, seed: int = 0, **kwargs):
+    """PyG DataLoader; shuffling follows `seed` so runs are reproducible."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **kwargs)

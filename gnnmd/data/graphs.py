@@ -1,0 +1,130 @@
+"""Periodic graphs of one frame: an O(N) neighbour list (vesin cell lists) within a cutoff, node features
+(q, epsilon, sigma) and edge features (bond-class one-hot, distance, unit direction).
+
+Conventions (PyG): edge_index[0] is the source j, edge_index[1] the receiving atom i, and
+edge_vec = pos[j] - pos[i] + edge_shift @ cell is the vector from i to that image of j."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from gnnmd.data.frames import Topology
+
+# the study's edge one-hot: another molecule (or no bond path) | bonded (1-2) | same molecule 1-3
+EDGE_CLASSES = ("nonbonded", "bond", "angle")
+NONBONDED, BOND, ANGLE = range(3)
+EDGE_ATTR_COLUMNS = (*EDGE_CLASSES, "distance", "ux", "uy", "uz")
+
+# more neighbours per atom than this is taken as a mistaken cutoff rather than a request
+MAX_NEIGHBOURS_PER_ATOM = 20_000
+
+
+def check_cutoff(cutoff: float, n_atoms: int, cell: np.ndarray) -> None:
+    """Refuse cutoffs that cannot be meant: not a positive number, or so long the graph would explode."""
+    if not (isinstance(cutoff, (int, float)) and math.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive number of Angstrom, got {cutoff!r}")
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if volume <= 0:
+        raise ValueError(f"the cell has zero volume: {np.asarray(cell).tolist()}")
+    expected = n_atoms / volume * 4.0 / 3.0 * math.pi * cutoff**3
+    if expected > MAX_NEIGHBOURS_PER_ATOM:
+        raise ValueError(
+            f"cutoff {cutoff} A would give ~{expected:.0f} neighbours per atom (at this density); "
+            f"the limit is {MAX_NEIGHBOURS_PER_ATOM}. Is the cutoff in Angstrom?"
+        )
+
+
+def neighbor_list(positions: np.ndarray, cell: np.ndarray, cutoff: float):
+    """All ordered pairs (i, j, image) closer than `cutoff` under periodic boundaries, any cell shape,
+    including cells shorter than twice the cutoff (several images of one atom).
+
+    Returns receivers i, sources j, integer shifts S (E, 3) and vectors D = r_j - r_i + S @ cell."""
+    from vesin import NeighborList
+
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
+    check_cutoff(cutoff, len(positions), cell)
+    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, shifts, vectors = calculator.compute(points=positions, box=cell, periodic=True, quantities="ijSD")
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), vectors
+
+
+def _pair_keys(pairs: np.ndarray, n_atoms: int) -> np.ndarray:
+    """Sorted unique keys i * N + j for both orders of each pair."""
+    if len(pairs) == 0:
+        return np.zeros(0, dtype=np.int64)
+    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    return np.unique(np.concatenate([a * n_atoms + b, b * n_atoms + a]))
+
+
+class GraphBuilder:
+    """Turns frames of one system into PyG graphs; topology-derived parts are computed once."""
+
+    def __init__(self, topology: Topology, cutoff: float):
+        self.topology = topology
+        self.cutoff = float(cutoff)
+        n = topology.n_atoms
+        self.x = torch.from_numpy(topology.node_features)
+        self.atom_type = torch.from_numpy(topology.types.astype(np.int64))
+        self.bond_keys = _pair_keys(topology.bonds, n)
+        self.angle_keys = _pair_keys(topology.angles[:, [0, 2]] if len(topology.angles) else topology.angles, n)
+
+    def edge_classes(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """Bond class per edge. A bonded pair is bonded only through its nearest image; further images
+        (cells shorter than twice the cutoff) are nonbonded neighbours."""
+        n = self.topology.n_atoms
+        keys = i * n + j
+        classes = np.full(len(keys), NONBONDED, dtype=np.int64)
+        for label, table in ((BOND, self.bond_keys), (ANGLE, self.angle_keys)):
+            if len(table) == 0:
+                continue
+            hit = np.flatnonzero(np.isin(keys, table))
+            if len(hit) == 0:
+                continue
+            order = hit[np.lexsort((distances[hit], keys[hit]))]
+            _, first = np.unique(keys[order], return_index=True)
+            classes[order[first]] = label
+        return classes
+
+    def __call__(
+        self,
+        positions: np.ndarray,
+        cell: np.ndarray,
+        forces: np.ndarray | None = None,
+        energy: float | None = None,
+    ) -> Data:
+        if positions.shape != (self.topology.n_atoms, 3):
+            raise ValueError(
+                f"positions have shape {positions.shape}, expected ({self.topology.n_atoms}, 3) for this topology"
+            )
+        i, j, shifts, vectors = neighbor_list(positions, cell, self.cutoff)
+        distances = np.linalg.norm(vectors, axis=1)
+        classes = self.edge_classes(i, j, distances)
+        onehot = np.eye(len(EDGE_CLASSES), dtype=np.float32)[classes]
+        units = vectors / distances[:, None]
+        edge_attr = np.concatenate([onehot, distances[:, None], units], axis=1).astype(np.float32)
+        data = Data(
+            x=self.x,
+            pos=torch.as_tensor(positions, dtype=torch.float32),
+            edge_index=torch.from_numpy(np.stack([j, i])),
+            edge_attr=torch.from_numpy(edge_attr),
+            edge_vec=torch.from_numpy(vectors.astype(np.float32)),
+            edge_shift=torch.from_numpy(shifts.astype(np.float32)),
+            cell=torch.as_tensor(np.asarray(cell), dtype=torch.float32).reshape(1, 3, 3),
+            atom_type=self.atom_type,
+            num_nodes=self.topology.n_atoms,
+        )
+        if forces is not None:
+            data.y = torch.as_tensor(forces, dtype=torch.float32)
+        if energy is not None:
+            data.energy = torch.tensor([float(energy)], dtype=torch.float64)
+        return data
+
+
+def build_graph(topology: Topology, positions, cell, cutoff: float, forces=None, energy=None) -> Data:
+    """One graph; use GraphBuilder directly for many frames of the same system."""
+    return GraphBuilder(topology, cutoff)(np.asarray(positions), np.asarray(cell), forces, energy)

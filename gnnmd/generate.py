@@ -1,0 +1,210 @@
+"""`gnnmd generate`: datasets of the reference study's four systems, made by running LAMMPS.
+
+A dataset is a directory: one sub-directory per independent segment (its LAMMPS data file, dump,
+energies and log), manifest.json (system, every parameter, seeds, LAMMPS version, frame count) and
+frames.npz (the frames read back with MDAnalysis)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gnnmd import __version__
+from gnnmd.lammps import lammps_input, run_input
+
+SYSTEMS = ("water", "big-water", "argon", "argon-train")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one system is simulated. `frames` counts all dumped frames over all segments."""
+
+    system: str
+    input_file: str
+    count: int  # water molecules or argon atoms
+    box: tuple[float, float, float]
+    segments: int
+    frames: int
+    stride: int
+    equil_steps: int
+    timestep: float
+    temperature: tuple[float, float]  # water: range drawn per segment; argon: (start, target) of the ramp
+    pressure: float
+    seed: int
+    tdamp: float = 100.0
+    pdamp: float = 1000.0
+
+    @property
+    def frames_per_segment(self) -> int:
+        return self.frames // self.segments
+
+    @property
+    def atoms(self) -> int:
+        return self.count * 3 if self.input_file == "water.lmp" else self.count
+
+
+# The study's protocols (DESIGN.md); water dumped from right after minimisation (equil_steps=0).
+STUDY = {
+    "water": Protocol("water", "water.lmp", 216, (18.0, 18.0, 40.0), 100, 10100, 5, 0, 2.0, (280.0, 360.0), 1.0, 1),
+    "big-water": Protocol("big-water", "water.lmp", 1600, (36.344,) * 3, 1, 100, 50, 5000, 2.0, (280.0, 360.0), 1.0, 2),
+    "argon": Protocol("argon", "argon.lmp", 400, (26.28,) * 3, 1, 100, 100, 20000, 1.0, (1.0, 90.0), 3.0, 3),
+    "argon-train": Protocol("argon-train", "argon.lmp", 400, (26.28,) * 3, 1, 3000, 100, 1000, 1.0, (1.0, 90.0), 3.0, 4),
+}
+
+# Defaults: minutes, not hours, and equilibrated before the first frame; fewer, less correlated frames.
+DEFAULTS = {
+    "water": replace(STUDY["water"], segments=10, frames=510, stride=20, equil_steps=1000),
+    "big-water": replace(STUDY["big-water"], frames=20, equil_steps=1000),
+    "argon": STUDY["argon"],
+    "argon-train": replace(STUDY["argon-train"], frames=1000),
+}
+
+
+def protocol_for(
+    system: str,
+    study: bool = False,
+    count: int | None = None,
+    frames: int | None = None,
+    segments: int | None = None,
+    stride: int | None = None,
+    equil_steps: int | None = None,
+    timestep: float | None = None,
+    temperature: tuple[float, float] | None = None,
+    seed: int | None = None,
+    box: tuple[float, float, float] | None = None,
+) -> Protocol:
+    """The default (or study) protocol of `system` with overrides applied and checked."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+    base = (STUDY if study else DEFAULTS)[system]
+    changes = {
+        name: value
+        for name, value in dict(
+            count=count, frames=frames, segments=segments, stride=stride, equil_steps=equil_steps,
+            timestep=timestep, temperature=temperature, seed=seed,
+        ).items()
+        if value is not None
+    }
+    protocol = replace(base, **changes)
+    if box is None and count is not None:
+        # keep the study's starting density when only the molecule/atom count changes
+        scale = (count / base.count) ** (1.0 / 3.0)
+        box = tuple(round(length * scale, 4) for length in base.box)
+    if box is not None:
+        protocol = replace(protocol, box=tuple(float(b) for b in box))
+    problems = []
+    if protocol.count < 1:
+        problems.append(f"count must be positive, got {protocol.count}")
+    if protocol.segments < 1 or protocol.frames < protocol.segments:
+        problems.append(f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})")
+    elif protocol.frames % protocol.segments:
+        problems.append(f"frames ({protocol.frames}) must be a multiple of segments ({protocol.segments})")
+    if protocol.stride < 1 or protocol.timestep <= 0 or protocol.equil_steps < 0:
+        problems.append("stride and timestep must be positive and equil_steps not negative")
+    if min(protocol.temperature) <= 0 or min(protocol.box) <= 0:
+        problems.append("temperatures and box lengths must be positive")
+    if problems:
+        raise ValueError(f"bad {system} protocol: " + "; ".join(problems))
+    # the first dumped frame sits at the end of equilibration: keep it on the dump grid
+    equil = math.ceil(protocol.equil_steps / protocol.stride) * protocol.stride
+    return replace(protocol, equil_steps=equil)
+
+
+def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
+    """The -var settings of one segment for the system's input file."""
+    lx, ly, lz = protocol.box
+    variables = dict(
+        lx=lx, ly=ly, lz=lz, seed=seed, dt=protocol.timestep, equil=protocol.equil_steps,
+        steps=(protocol.frames_per_segment - 1) * protocol.stride, stride=protocol.stride,
+        press=protocol.pressure, tdamp=protocol.tdamp, pdamp=protocol.pdamp,
+        datafile=folder / "system.data", dumpfile=folder / "frames.lammpstrj", energyfile=folder / "energy.txt",
+    )
+    if protocol.input_file == "water.lmp":
+        variables.update(
+            nmol=protocol.count, tmin=protocol.temperature[0], tmax=protocol.temperature[1],
+            molfile=lammps_input("spcfw_water.mol"),
+        )
+    else:
+        variables.update(natoms=protocol.count, tstart=protocol.temperature[0], temp=protocol.temperature[1])
+    return variables
+
+
+def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
+    """Run every segment with LAMMPS into a fresh directory, read the frames back, write the manifest.
+
+    Work happens in a sibling temporary directory that replaces `out` only when complete, so a failed or
+    interrupted run never damages an existing dataset; `out` is replaced only with `overwrite`."""
+    from gnnmd.data.reader import read_run
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    input_file = lammps_input(protocol.input_file)
+    seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
+    total_steps = protocol.equil_steps + (protocol.frames_per_segment - 1) * protocol.stride
+    segments = []
+    version = None
+    started = time.time()
+    outer = tqdm(range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1)
+    for k in outer:
+        folder = work / f"segment_{k:03d}"
+        folder.mkdir()
+        variables = segment_variables(protocol, int(seeds[k]), folder)
+        result = run_input(
+            input_file, variables, folder / "log.lammps", total_steps,
+            desc=f"segment {k + 1}/{protocol.segments}", threads=threads, progress=progress,
+            read_variables=("temp",) if protocol.input_file == "water.lmp" else (),
+        )
+        if result["natoms"] != protocol.atoms:
+            raise RuntimeError(
+                f"LAMMPS placed {result['natoms']} atoms instead of {protocol.atoms} (box {protocol.box} too small "
+                f"for random insertion?); see {folder / 'log.lammps'}"
+            )
+        version = result["version"]
+        segments.append(
+            {
+                "seed": int(seeds[k]),
+                "temperature": result.get("temp", protocol.temperature[1]),
+                "data_file": f"{folder.name}/system.data",
+                "dump_file": f"{folder.name}/frames.lammpstrj",
+                "energy_file": f"{folder.name}/energy.txt",
+                "log_file": f"{folder.name}/log.lammps",
+            }
+        )
+    manifest = {
+        "source": "LAMMPS",
+        "lammps_version": version,
+        "gnnmd_version": __version__,
+        "system": protocol.system,
+        "protocol": asdict(protocol),
+        "lammps_input": protocol.input_file,
+        "frames_per_segment": protocol.frames_per_segment,
+        "segments": segments,
+        "simulation_seconds": round(time.time() - started, 1),
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    frames = read_run(work, progress=progress)
+    if len(frames) != protocol.frames:
+        raise RuntimeError(f"expected {protocol.frames} frames but read {len(frames)} from {work}")
+    manifest["frame_count"] = len(frames)
+    manifest["atoms"] = frames.topology.n_atoms
+    manifest["type_table"] = frames.topology.type_table()
+    manifest["mean_abs_force"] = float(np.abs(frames.forces).mean())
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    frames.save(work / "frames.npz")
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    return manifest
