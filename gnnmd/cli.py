@@ -32,18 +32,29 @@ def add_generate(sub) -> None:
     )
     p.add_argument("system", choices=SYSTEMS)
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
-    p.add_argument("--study", action="store_true", help="the study's full protocol (e.g. 10100 water frames, dumped "
-                   "right after minimisation) before the overrides below")
+    p.add_argument(
+        "--study",
+        action="store_true",
+        help="the study's full protocol (e.g. 10100 water frames, dumped "
+        "right after minimisation) before the overrides below",
+    )
     p.add_argument("--frames", type=int, help="frames in all (a multiple of --segments)")
-    p.add_argument("--segments", type=int, help="independent runs, each with its own seed (and temperature for water)")
+    p.add_argument(
+        "--segments", type=int, help="independent runs, each with its own seed (and temperature for water)"
+    )
     p.add_argument("--molecules", type=int, help="water molecules (water, big-water)")
     p.add_argument("--atoms", type=int, help="argon atoms (argon, argon-train)")
     p.add_argument("--box", type=float, nargs=3, metavar=("LX", "LY", "LZ"), help="starting box lengths, A")
-    p.add_argument("--temperature", type=_temperature, help="K: water T or TMIN:TMAX drawn per segment; argon "
-                   "TARGET or START:TARGET")
+    p.add_argument(
+        "--temperature",
+        type=_temperature,
+        help="K: water T or TMIN:TMAX drawn per segment; argon " "TARGET or START:TARGET",
+    )
     p.add_argument("--timestep", type=float, help="fs")
     p.add_argument("--stride", type=int, help="dump every this many steps")
-    p.add_argument("--equil-steps", type=int, help="steps before the first frame (0: the study's unequilibrated start)")
+    p.add_argument(
+        "--equil-steps", type=int, help="steps before the first frame (0: the study's unequilibrated start)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads for LAMMPS")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -56,16 +67,28 @@ def run_generate(args) -> int:
 
     water = args.system in ("water", "big-water")
     if (args.molecules is not None and not water) or (args.atoms is not None and water):
-        raise SystemExit(f"gnnmd generate: use --molecules for water systems and --atoms for argon ({args.system})")
+        raise SystemExit(
+            f"gnnmd generate: use --molecules for water systems and --atoms for argon ({args.system})"
+        )
     temperature = args.temperature
     if temperature is not None and not water and temperature[0] == temperature[1]:
         temperature = (protocol_for(args.system, study=args.study).temperature[0], temperature[1])
     protocol = protocol_for(
-        args.system, study=args.study, count=args.molecules if water else args.atoms, frames=args.frames,
-        segments=args.segments, stride=args.stride, equil_steps=args.equil_steps, timestep=args.timestep,
-        temperature=temperature, seed=args.seed, box=tuple(args.box) if args.box else None,
+        args.system,
+        study=args.study,
+        count=args.molecules if water else args.atoms,
+        frames=args.frames,
+        segments=args.segments,
+        stride=args.stride,
+        equil_steps=args.equil_steps,
+        timestep=args.timestep,
+        temperature=temperature,
+        seed=args.seed,
+        box=tuple(args.box) if args.box else None,
     )
-    manifest = generate(protocol, args.out, overwrite=args.overwrite, threads=args.threads, progress=not args.no_progress)
+    manifest = generate(
+        protocol, args.out, overwrite=args.overwrite, threads=args.threads, progress=not args.no_progress
+    )
     print(
         f"{args.out}: {manifest['frame_count']} frames of {manifest['atoms']} atoms from LAMMPS "
         f"{manifest['lammps_version']} in {manifest['simulation_seconds']} s; mean |F component| "

@@ -52,10 +52,16 @@ class Protocol:
 
 # The study's protocols (DESIGN.md); water dumped from right after minimisation (equil_steps=0).
 STUDY = {
-    "water": Protocol("water", "water.lmp", 216, (18.0, 18.0, 40.0), 100, 10100, 5, 0, 2.0, (280.0, 360.0), 1.0, 1),
-    "big-water": Protocol("big-water", "water.lmp", 1600, (36.344,) * 3, 1, 100, 50, 5000, 2.0, (280.0, 360.0), 1.0, 2),
+    "water": Protocol(
+        "water", "water.lmp", 216, (18.0, 18.0, 40.0), 100, 10100, 5, 0, 2.0, (280.0, 360.0), 1.0, 1
+    ),
+    "big-water": Protocol(
+        "big-water", "water.lmp", 1600, (36.344,) * 3, 1, 100, 50, 5000, 2.0, (280.0, 360.0), 1.0, 2
+    ),
     "argon": Protocol("argon", "argon.lmp", 400, (26.28,) * 3, 1, 100, 100, 20000, 1.0, (1.0, 90.0), 3.0, 3),
-    "argon-train": Protocol("argon-train", "argon.lmp", 400, (26.28,) * 3, 1, 3000, 100, 1000, 1.0, (1.0, 90.0), 3.0, 4),
+    "argon-train": Protocol(
+        "argon-train", "argon.lmp", 400, (26.28,) * 3, 1, 3000, 100, 1000, 1.0, (1.0, 90.0), 3.0, 4
+    ),
 }
 
 # Defaults: minutes, not hours, and equilibrated before the first frame; fewer, less correlated frames.
@@ -87,8 +93,14 @@ def protocol_for(
     changes = {
         name: value
         for name, value in dict(
-            count=count, frames=frames, segments=segments, stride=stride, equil_steps=equil_steps,
-            timestep=timestep, temperature=temperature, seed=seed,
+            count=count,
+            frames=frames,
+            segments=segments,
+            stride=stride,
+            equil_steps=equil_steps,
+            timestep=timestep,
+            temperature=temperature,
+            seed=seed,
         ).items()
         if value is not None
     }
@@ -103,7 +115,9 @@ def protocol_for(
     if protocol.count < 1:
         problems.append(f"count must be positive, got {protocol.count}")
     if protocol.segments < 1 or protocol.frames < protocol.segments:
-        problems.append(f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})")
+        problems.append(
+            f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})"
+        )
     elif protocol.frames % protocol.segments:
         problems.append(f"frames ({protocol.frames}) must be a multiple of segments ({protocol.segments})")
     if protocol.stride < 1 or protocol.timestep <= 0 or protocol.equil_steps < 0:
@@ -121,14 +135,26 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
     """The -var settings of one segment for the system's input file."""
     lx, ly, lz = protocol.box
     variables = dict(
-        lx=lx, ly=ly, lz=lz, seed=seed, dt=protocol.timestep, equil=protocol.equil_steps,
-        steps=(protocol.frames_per_segment - 1) * protocol.stride, stride=protocol.stride,
-        press=protocol.pressure, tdamp=protocol.tdamp, pdamp=protocol.pdamp,
-        datafile=folder / "system.data", dumpfile=folder / "frames.lammpstrj", energyfile=folder / "energy.txt",
+        lx=lx,
+        ly=ly,
+        lz=lz,
+        seed=seed,
+        dt=protocol.timestep,
+        equil=protocol.equil_steps,
+        steps=(protocol.frames_per_segment - 1) * protocol.stride,
+        stride=protocol.stride,
+        press=protocol.pressure,
+        tdamp=protocol.tdamp,
+        pdamp=protocol.pdamp,
+        datafile=folder / "system.data",
+        dumpfile=folder / "frames.lammpstrj",
+        energyfile=folder / "energy.txt",
     )
     if protocol.input_file == "water.lmp":
         variables.update(
-            nmol=protocol.count, tmin=protocol.temperature[0], tmax=protocol.temperature[1],
+            nmol=protocol.count,
+            tmin=protocol.temperature[0],
+            tmax=protocol.temperature[1],
             molfile=lammps_input("spcfw_water.mol"),
         )
     else:
@@ -136,7 +162,9 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
     return variables
 
 
-def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
+def generate(
+    protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True
+) -> dict:
     """Run every segment with LAMMPS into a fresh directory, read the frames back, write the manifest.
 
     Work happens in a sibling temporary directory that replaces `out` only when complete, so a failed or
@@ -157,14 +185,23 @@ def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: in
     segments = []
     version = None
     started = time.time()
-    outer = tqdm(range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1)
+    outer = tqdm(
+        range(protocol.segments),
+        desc=f"{protocol.system} segments",
+        disable=not progress or protocol.segments == 1,
+    )
     for k in outer:
         folder = work / f"segment_{k:03d}"
         folder.mkdir()
         variables = segment_variables(protocol, int(seeds[k]), folder)
         result = run_input(
-            input_file, variables, folder / "log.lammps", total_steps,
-            desc=f"segment {k + 1}/{protocol.segments}", threads=threads, progress=progress,
+            input_file,
+            variables,
+            folder / "log.lammps",
+            total_steps,
+            desc=f"segment {k + 1}/{protocol.segments}",
+            threads=threads,
+            progress=progress,
             read_variables=("temp",) if protocol.input_file == "water.lmp" else (),
         )
         if result["natoms"] != protocol.atoms:

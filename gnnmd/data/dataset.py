@@ -19,17 +19,19 @@ class FrameDataset(Dataset):
         super().__init__(transform=transform)
         self.frames = frames
         self.builder = GraphBuilder(frames.topology, cutoff)
-        self.indices = np.arange(len(frames)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.frame_indices = (
+            np.arange(len(frames)) if indices is None else np.asarray(indices, dtype=np.int64)
+        )
 
     @property
     def cutoff(self) -> float:
         return self.builder.cutoff
 
     def len(self) -> int:
-        return len(self.indices)
+        return len(self.frame_indices)
 
     def get(self, idx: int):
-        k = int(self.indices[idx])
+        k = int(self.frame_indices[idx])
         energy = None if self.frames.energies is None else self.frames.energies[k]
         data = self.builder(self.frames.positions[k], self.frames.cells[k], self.frames.forces[k], energy)
         data.frame = k

@@ -65,9 +65,7 @@ class Topology:
         ]
 
     def same_as(self, other: Topology) -> bool:
-        return all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-        )
+        return all(np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
 
 @dataclass

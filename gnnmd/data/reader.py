@@ -51,7 +51,9 @@ def read_pair_coeffs(data_file: Path) -> dict[int, tuple[float, float]]:
             elif words[0] == words[1]:
                 coeffs[int(words[0])] = (float(words[2]), float(words[3]))
         except (IndexError, ValueError) as err:
-            raise DataError(f"{data_file}, line {number}: cannot read pair coefficients from {raw!r}") from err
+            raise DataError(
+                f"{data_file}, line {number}: cannot read pair coefficients from {raw!r}"
+            ) from err
     return coeffs
 
 
@@ -76,11 +78,12 @@ def read_topology(data_file: str | Path) -> Topology:
             f"{data_file}: atom type(s) {missing} have no Pair Coeffs; gnnmd takes epsilon and sigma "
             "from the data file (write it with `write_data FILE pair ii`)"
         )
-    charges = np.asarray(atoms.charges, dtype=np.float64)
+    # MDAnalysis keeps charges in float32; data files hold them to a few decimals
+    charges = np.round(np.asarray(atoms.charges, dtype=np.float64), 6)
     masses = np.asarray(atoms.masses, dtype=np.float64)
     rows = np.searchsorted(table_type_ids, type_ids)
     table_masses = np.array([masses[rows == k][0] for k in range(len(table_type_ids))])
-    table_charges = np.array([charges[rows == k].mean() for k in range(len(table_type_ids))])
+    table_charges = np.array([round(charges[rows == k].mean(), 6) for k in range(len(table_type_ids))])
     table_eps = np.array([coeffs[int(t)][0] for t in table_type_ids])
     table_sig = np.array([coeffs[int(t)][1] for t in table_type_ids])
 
@@ -152,14 +155,17 @@ def read_lammps(
     if not dump_file.is_file():
         raise DataError(f"{dump_file}: dump file not found")
     try:
-        universe = mda.Universe(
-            str(data_file),
-            str(dump_file),
-            topology_format="DATA",
-            format="LAMMPSDUMP",
-            lammps_coordinate_convention="unscaled",
-            additional_columns=["type"],
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Reader has no dt information")
+            universe = mda.Universe(
+                str(data_file),
+                str(dump_file),
+                topology_format="DATA",
+                format="LAMMPSDUMP",
+                lammps_coordinate_convention="unscaled",
+                additional_columns=["type"],
+                dt=1.0,  # timesteps are kept as LAMMPS step numbers; MDAnalysis' time is not used
+            )
     except Exception as err:
         raise DataError(f"{dump_file}: cannot be read against {data_file} ({err})") from err
     trajectory = universe.trajectory
@@ -256,7 +262,9 @@ def read_run(directory: str | Path, progress: bool = True) -> Frames:
         data_file = directory / segment["data_file"]
         topology = read_topology(data_file)
         if parts and not topology.same_as(parts[0].topology):
-            raise DataError(f"{data_file}: topology differs from {directory / manifest['segments'][0]['data_file']}")
+            raise DataError(
+                f"{data_file}: topology differs from {directory / manifest['segments'][0]['data_file']}"
+            )
         parts.append(
             read_lammps(
                 data_file,
