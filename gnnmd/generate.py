@@ -66,7 +66,7 @@ STUDY = {
 
 # Defaults: minutes, not hours, and equilibrated before the first frame; fewer, less correlated frames.
 DEFAULTS = {
-    "water": replace(STUDY["water"], segments=10, frames=510, stride=20, equil_steps=1000),
+    "water": replace(STUDY["water"], segments=10, frames=510, stride=20, equil_steps=5000),
     "big-water": replace(STUDY["big-water"], frames=20, equil_steps=1000),
     "argon": STUDY["argon"],
     "argon-train": replace(STUDY["argon-train"], frames=1000),
