@@ -153,3 +153,38 @@ def load_frames(path: str | Path) -> Frames:
     if path.suffix == ".npz":
         return Frames.load(path)
     raise FileNotFoundError(f"{path}: neither a gnnmd dataset directory nor a frames .npz file")
+
+
+def replicate(topology: Topology, positions: np.ndarray, cell: np.ndarray, reps: tuple[int, int, int]):
+    """A (nx, ny, nz) supercell of one periodic frame: topology, positions and cell, with molecules,
+    bonds and angles renumbered per copy. Used for scaling benchmarks and size-consistency checks."""
+    nx, ny, nz = reps
+    n = topology.n_atoms
+    shifts = np.array([(a, b, c) for a in range(nx) for b in range(ny) for c in range(nz)], dtype=np.float64)
+    copies = len(shifts)
+    big_positions = (
+        (positions[None, :, :] + (shifts @ cell)[:, None, :]).reshape(-1, 3).astype(positions.dtype)
+    )
+    offsets = (np.arange(copies) * n)[:, None, None]
+    molecule_span = int(topology.molecules.max()) + 1 if n else 0
+
+    def tiled(values):
+        return np.tile(values, copies)
+
+    big = Topology(
+        types=tiled(topology.types),
+        charges=tiled(topology.charges),
+        epsilon=tiled(topology.epsilon),
+        sigma=tiled(topology.sigma),
+        molecules=(topology.molecules[None, :] + molecule_span * np.arange(copies)[:, None]).reshape(-1),
+        bonds=(topology.bonds[None] + offsets).reshape(-1, 2),
+        angles=(topology.angles[None] + offsets).reshape(-1, 3),
+        table_type_ids=topology.table_type_ids,
+        table_names=topology.table_names,
+        table_masses=topology.table_masses,
+        table_charges=topology.table_charges,
+        table_epsilon=topology.table_epsilon,
+        table_sigma=topology.table_sigma,
+    )
+    big_cell = np.asarray(cell) * np.array([nx, ny, nz], dtype=np.float64)[:, None]
+    return big, big_positions, big_cell.astype(np.asarray(cell).dtype)
