@@ -1,0 +1,1 @@
+"""Figures and reports made from trained models, trajectories and benchmark results."""

@@ -1,0 +1,191 @@
+"""A trained model as LAMMPS' force provider: LAMMPS integrates (nve/nvt, its own thermostat), and at
+every step `fix external pf/callback` asks gnnmd for the forces (and energy) of the current positions
+and cell. The graph is rebuilt each step from what LAMMPS holds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gnnmd.data.graphs import GraphBuilder
+from gnnmd.data.reader import read_energies, read_topology
+from gnnmd.lammps import start_lammps
+
+
+def check_types_known(topology, type_table: list[dict], source: str, system: str) -> None:
+    """Every atom type of the system must be one the model was trained on, matched by its physical
+    parameters (charge, epsilon, sigma); the model never saw anything else."""
+    known = [(t["charge"], t["epsilon"], t["sigma"]) for t in type_table]
+    for row in topology.type_table():
+        params = (row["charge"], row["epsilon"], row["sigma"])
+        if not any(np.allclose(params, k, atol=1e-6) for k in known):
+            names = ", ".join(
+                f"{t['name']} (q={t['charge']}, eps={t['epsilon']}, sigma={t['sigma']})" for t in type_table
+            )
+            raise ValueError(
+                f"{system}: atom type {row['type_id']} ({row['name']}: q={row['charge']}, eps={row['epsilon']}, "
+                f"sigma={row['sigma']}) is unknown to the model in {source}, which knows {names}"
+            )
+
+
+class ModelForces:
+    """Forces (kcal/mol/A) and energy (kcal/mol, None for direct-force models) of a checkpoint's model
+    for positions and a cell of one system."""
+
+    def __init__(self, checkpoint, topology, system: str = "system", allow_unknown_types: bool = False):
+        from gnnmd.train.checkpoint import load_model
+
+        self.model, self.info = load_model(checkpoint)
+        if not allow_unknown_types:
+            check_types_known(topology, self.info["type_table"], str(checkpoint), system)
+        self.builder = GraphBuilder(topology, self.info["cutoff"])
+
+    def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
+        graph = self.builder(positions, cell)
+        context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
+        with context:
+            out = self.model(graph)
+        forces = out["forces"].detach().double().numpy()
+        energy = out.get("energy")
+        return forces, None if energy is None else float(energy.detach().sum())
+
+
+def _box_matrix(lmp) -> np.ndarray:
+    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    lx, ly, lz = np.subtract(boxhi, boxlo)
+    return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+
+
+def run_md(
+    checkpoint,
+    data_file,
+    steps: int,
+    out,
+    timestep: float = 1.0,
+    ensemble: str = "nve",
+    temperature: float | None = None,
+    seed: int = 1,
+    dump_every: int = 10,
+    thermo_every: int = 1,
+    tdamp: float = 100.0,
+    allow_unknown_types: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run `steps` of MD of the system in `data_file` with the model's forces; write the dump, log,
+    thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
+    kept (an equilibrated start); NVT needs a temperature."""
+    data_file, out = Path(data_file), Path(out)
+    if ensemble not in ("nve", "nvt"):
+        raise ValueError(f"ensemble must be nve or nvt, got {ensemble!r}")
+    if ensemble == "nvt" and temperature is None:
+        raise ValueError("--ensemble nvt needs --temperature")
+    if steps < 1 or timestep <= 0 or dump_every < 1:
+        raise ValueError("steps, timestep and dump-every must be positive")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace its files")
+    # everything that can be wrong with the inputs is found before LAMMPS starts
+    topology = read_topology(data_file)
+    forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types)
+    out.mkdir(parents=True, exist_ok=True)
+
+    lmp = start_lammps(log=out / "log.lammps")
+    commands = [
+        "units real",
+        "atom_style full",
+        "boundary p p p",
+        f"read_data {data_file} nocoeff",
+        "pair_style none",
+    ]
+    if len(topology.bonds):
+        commands += ["bond_style zero", "bond_coeff *"]
+    if len(topology.angles):
+        commands += ["angle_style zero", "angle_coeff *"]
+    if temperature is not None:
+        commands.append(f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian")
+    commands += [
+        "fix model all external pf/callback 1 1",
+        "fix_modify model energy yes",
+        (
+            f"fix integrate all nvt temp {temperature} {temperature} {tdamp}"
+            if ensemble == "nvt"
+            else "fix integrate all nve"
+        ),
+        f"timestep {timestep}",
+        "thermo_style custom step temp pe ke etotal press",
+        f"thermo {max(1, steps // 20)}",
+        f"dump trajectory all custom {dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
+        "dump_modify trajectory sort id format float %.10g",
+        "variable time equal step*dt",
+        "variable ke equal ke",
+        "variable etotal equal etotal",
+        f"fix thermo all ave/time {thermo_every} 1 {thermo_every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal "
+        f'file {out / "thermo.txt"} format " %.10g"',
+    ]
+    lmp.commands_list(commands)
+    n_atoms = topology.n_atoms
+    bar = tqdm(total=steps, desc="MD", unit="step", disable=not progress)
+    failure: list[BaseException] = []
+    has_energy = [False]
+
+    def callback(_caller, step, nlocal, tags, x, f):
+        try:
+            order = np.asarray(tags, dtype=np.int64) - 1
+            positions = np.empty((n_atoms, 3))
+            positions[order] = x[:nlocal]
+            forces, energy = forces_of(positions, _box_matrix(lmp))
+            f[:nlocal] = forces[order]
+            if energy is not None:
+                has_energy[0] = True
+                lmp.fix_external_set_energy_global("model", energy)
+            bar.n = min(int(step), steps)
+            bar.refresh()
+        except BaseException as err:  # LAMMPS cannot take a Python exception; stop cleanly after the step
+            failure.append(err)
+            f[:nlocal] = 0.0
+
+    lmp.set_fix_external_callback("model", callback, None)
+    started = time.perf_counter()
+    try:
+        lmp.command(f"run {steps}")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    lmp.close()
+    if failure:
+        raise RuntimeError(f"the model failed during MD of {data_file}: {failure[0]}") from failure[0]
+
+    thermo = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)
+    step, temp, pe, time_fs, ke, etotal = thermo.T
+    blown_up = not np.all(np.isfinite(thermo))
+    drift = (
+        float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0])
+        if len(thermo) > 2 and not blown_up
+        else None
+    )
+    summary = {
+        "checkpoint": str(checkpoint),
+        "system": str(data_file),
+        "model_family": forces_of.info["family"],
+        "atoms": n_atoms,
+        "ensemble": ensemble,
+        "timestep_fs": timestep,
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "steps_per_second": steps / seconds,
+        "atom_steps_per_second": steps * n_atoms / seconds,
+        "model_energy": has_energy[0],
+        "energy_drift_per_atom_per_ps": drift if has_energy[0] else None,
+        "max_abs_energy_change_per_atom": (
+            float(np.abs(etotal - etotal[0]).max() / n_atoms) if has_energy[0] else None
+        ),
+        "mean_temperature": float(temp.mean()),
+        "blown_up": blown_up,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
