@@ -178,10 +178,10 @@ def add_rdf(sub) -> None:
 
 
 def run_rdf(args) -> int:
-    from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, plot_rdfs
+    from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
 
-    reference = compute_rdfs(args.data, args.reference, r_max=args.r_max, skip=args.skip)
-    r_max = float(next(iter(reference.values()))[0][-1]) + 1e-6 if args.r_max is None else args.r_max
+    r_max = args.r_max or min(default_r_max(args.data, dump) for dump in (args.reference, args.trajectory))
+    reference = compute_rdfs(args.data, args.reference, r_max=r_max, skip=args.skip)
     trajectory = compute_rdfs(args.data, args.trajectory, r_max=r_max, skip=args.skip)
     report = compare_rdfs(reference, trajectory)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate(sub)
+    from gnnmd.train import commands as train_commands  # train, finetune, evaluate
+
+    train_commands.add_train(sub)
+    train_commands.add_finetune(sub)
+    train_commands.add_evaluate(sub)
     add_md(sub)
     add_rdf(sub)
     return parser

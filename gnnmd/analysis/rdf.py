@@ -38,6 +38,11 @@ def rdf_pairs(names: list[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations_with_replacement(names, 2))
 
 
+def default_r_max(data_file, dump) -> float:
+    """Just under half the first frame's smallest box length, at most 10 A."""
+    return min(10.0, 0.49 * min(_universe(Path(data_file), Path(dump)).dimensions[:3]))
+
+
 def compute_rdfs(data_file, dump, r_max: float | None = None, bins: int = 150, skip: int = 0) -> dict:
     """g(r) per element pair, intermolecular (pairs within one molecule are left out), over all frames
     from `skip` on. r_max (default: just under half the first frame's smallest box length, at most
@@ -47,7 +52,7 @@ def compute_rdfs(data_file, dump, r_max: float | None = None, bins: int = 150, s
     universe = _universe(Path(data_file), Path(dump))
     half_box = 0.5 * min(universe.dimensions[:3])
     if r_max is None:
-        r_max = min(10.0, 0.98 * half_box)
+        r_max = min(10.0, 0.98 * half_box)  # as default_r_max
     if r_max >= half_box:
         raise ValueError(
             f"{dump}: r_max {r_max} A must be below half the smallest box length ({half_box:.2f} A)"

@@ -1,0 +1,86 @@
+"""MD driven by a model inside LAMMPS (fix external): the integrated forces are the model's, and bad
+inputs stop before LAMMPS starts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gnnmd.cli import main
+from gnnmd.data import load_frames, read_lammps
+from gnnmd.md import ModelForces
+from gnnmd.models import build_model
+from gnnmd.train.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def argon_model(argon_run, tmp_path_factory):
+    """An (untrained) eqforce model for argon, with forces scaled to argon's size."""
+    frames = load_frames(argon_run)
+    model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
+    path = tmp_path_factory.mktemp("model") / "argon.pt"
+    rms = float(np.sqrt((frames.forces**2).mean()))
+    save_checkpoint(
+        path, model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={"force_scale": rms}
+    )
+    return path
+
+
+def test_md_integrates_the_model_forces(argon_run, argon_model, tmp_path):
+    data_file = argon_run / "segment_000" / "system.data"
+    out = tmp_path / "md"
+    args = ["md", "--model", str(argon_model), "--system", str(data_file), "--steps", "20", "--out", str(out)]
+    assert main([*args, "--timestep", "1.0", "--dump-every", "5", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["atoms"] == 64 and not summary["blown_up"]
+    trajectory = read_lammps(data_file, out / "trajectory.lammpstrj")
+    assert len(trajectory) == 5  # steps 0, 5, 10, 15, 20
+    assert not np.allclose(trajectory.positions[0], trajectory.positions[-1])  # atoms moved
+    model_forces = ModelForces(argon_model, trajectory.topology)
+    for k in range(len(trajectory)):
+        expected, _ = model_forces(
+            trajectory.positions[k].astype(np.float64), trajectory.cells[k].astype(np.float64)
+        )
+        assert np.abs(expected).mean() > 1e-2  # the check below would be empty with zero forces
+        assert np.abs(trajectory.forces[k] - expected).max() < 1e-4 * np.abs(expected).max() + 1e-6
+
+
+def test_md_refuses_a_system_with_unknown_types(water_run, argon_model, tmp_path, capsys):
+    out = tmp_path / "md"
+    water_data = water_run / "segment_000" / "system.data"
+    code = main(
+        ["md", "--model", str(argon_model), "--system", str(water_data), "--steps", "5", "--out", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "system.data: atom type 1 (O: q=-0.82" in err and "unknown to the model" in err
+    assert not out.exists()  # stopped before LAMMPS started
+
+
+def test_md_refuses_a_bad_checkpoint(argon_run, tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00not a checkpoint")
+    out = tmp_path / "md"
+    data_file = argon_run / "segment_000" / "system.data"
+    assert (
+        main(["md", "--model", str(broken), "--system", str(data_file), "--steps", "5", "--out", str(out)])
+        == 2
+    )
+    assert "broken.pt: not a readable gnnmd checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_rdf_command(argon_run, tmp_path, capsys):
+    segment = argon_run / "segment_000"
+    prefix = tmp_path / "argon_rdf"
+    dump = str(segment / "frames.lammpstrj")
+    args = ["rdf", "--reference", dump, "--trajectory", dump, "--data", str(segment / "system.data")]
+    assert main([*args, "--out", str(prefix)]) == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert list(report) == ["Ar-Ar"]
+    row = report["Ar-Ar"]
+    assert 3.4 < row["peak_r"] < 4.2 and row["peak_g"] > 1.5  # liquid argon's first shell
+    assert row["peak_r"] == row["peak_r_ref"] and row["integrated_abs_diff"] == 0.0
+    assert prefix.with_suffix(".png").stat().st_size > 1000
