@@ -1,0 +1,144 @@
+"""PME Coulomb (torch-pme) against a LAMMPS rerun with only coul/long + pppm on real SPC/Fw frames, its
+gradient, the per-frame cache the trainer subtracts from targets, and the inference-time sum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnnmd.data import FrameDataset, load_frames, make_loader
+from gnnmd.lammps import start_lammps
+from gnnmd.models.electrostatics import (
+    Electrostatics,
+    WithCoulomb,
+    coulomb_cache,
+    has_charges,
+    special_pairs,
+    system_electrostatics,
+)
+from gnnmd.models.nequip import NequIP
+
+N_FRAMES = 2
+
+
+@pytest.fixture(scope="module")
+def water(water_run):
+    return load_frames(water_run)
+
+
+@pytest.fixture(scope="module")
+def electrostatics(water):
+    return system_electrostatics(water)
+
+
+@pytest.fixture(scope="module")
+def lammps_coulomb(water_run, water, tmp_path_factory):
+    """Energies and forces of the first frames of segment 0, rerun by LAMMPS with only the Coulomb part
+    of SPC/Fw: coul/long + pppm (tighter than the 1e-5 of the run), same special_bonds."""
+    out = tmp_path_factory.mktemp("coul_rerun")
+    segment = water_run / "segment_000"
+    frames = np.flatnonzero(water.segments == 0)[:N_FRAMES]
+    last = int(water.timesteps[frames[-1]])
+    lmp = start_lammps(log=out / "log.lammps")
+    try:
+        for command in [
+            "units real",
+            "atom_style full",
+            "boundary p p p",
+            "pair_style lj/cut/coul/long 10.0",  # the styles the data file's coefficients were written for
+            "bond_style harmonic",
+            "angle_style harmonic",
+            f"read_data {segment / 'system.data'}",
+            "pair_style coul/long 10.0",
+            "pair_coeff * *",
+            "bond_style zero",
+            "bond_coeff *",
+            "angle_style zero",
+            "angle_coeff *",
+            "kspace_style pppm 1.0e-6",
+            "special_bonds lj 0.0 0.0 0.5 coul 0.0 0.0 1.0 angle yes",
+            "thermo_style custom step pe",
+            "thermo_modify format float %.10f",
+            "thermo 1",
+            f"dump f all custom 1 {out / 'forces.dump'} id fx fy fz",
+            "dump_modify f sort id format float %.12g",
+            f"rerun {segment / 'frames.lammpstrj'} last {last} dump x y z box yes",
+        ]:
+            lmp.command(command)
+    finally:
+        lmp.close()
+    n = water.topology.n_atoms
+    blocks = (out / "forces.dump").read_text().split("ITEM: TIMESTEP")[1:]
+    forces = np.array([np.loadtxt(block.splitlines()[9 : 9 + n])[:, 1:] for block in blocks])
+    energies, in_table = [], False
+    for line in (out / "log.lammps").read_text().splitlines():
+        words = line.split()
+        if words == ["Step", "PotEng"]:
+            in_table = True
+        elif in_table and len(words) == 2 and words[0].isdigit():
+            energies.append(float(words[1]))
+        else:
+            in_table = False
+    assert len(forces) == N_FRAMES and len(energies) == N_FRAMES
+    return frames, np.array(energies), forces
+
+
+def test_matches_lammps_coul_long_pppm(water, electrostatics, lammps_coulomb):
+    frames, ref_energies, ref_forces = lammps_coulomb
+    for k, ref_e, ref_f in zip(frames, ref_energies, ref_forces):
+        energy, forces = electrostatics(torch.from_numpy(water.positions[k]).double(), torch.from_numpy(water.cells[k]))
+        assert np.abs(forces.numpy() - ref_f).mean() < 0.01
+        assert float(energy) == pytest.approx(ref_e, abs=0.05)
+    # the intramolecular exclusions are what make it match: without them it is far off
+    plain = Electrostatics(water.topology.charges, **{k: v for k, v in electrostatics.config().items()})
+    _, forces = plain(torch.from_numpy(water.positions[frames[0]]).double(), torch.from_numpy(water.cells[frames[0]]))
+    assert np.abs(forces.numpy() - ref_forces[0]).mean() > 1.0
+
+
+def test_special_pairs_and_charges(water, argon_run):
+    pairs, factors = special_pairs(water.topology)
+    n_molecules = len(np.unique(water.topology.molecules))
+    assert len(pairs) == 3 * n_molecules and np.all(factors == 0.0)  # two O-H bonds and one H-H per water
+    assert np.all(water.topology.molecules[pairs[:, 0]] == water.topology.molecules[pairs[:, 1]])
+    argon = load_frames(argon_run)
+    assert has_charges(water.topology) and not has_charges(argon.topology)
+    with pytest.raises(ValueError, match="no charges"):
+        system_electrostatics(argon)
+
+
+def test_forces_are_minus_energy_gradient(water, electrostatics):
+    positions = torch.from_numpy(water.positions[5]).double()
+    cell = torch.from_numpy(water.cells[5]).double()
+    _, forces = electrostatics(positions, cell)
+    step = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (40, 1)]:
+        moved = [positions.clone(), positions.clone()]
+        moved[0][atom, axis] += step
+        moved[1][atom, axis] -= step
+        with torch.no_grad():
+            plus, minus = (float(electrostatics.energy(p, cell)) for p in moved)
+        assert -(plus - minus) / (2 * step) == pytest.approx(float(forces[atom, axis]), rel=1e-6, abs=1e-6)
+
+
+def test_cache_and_inference_sum(water, electrostatics, tmp_path):
+    subset = water.subset(np.arange(3))
+    cache = coulomb_cache(subset, tmp_path, electrostatics=electrostatics, progress=False)
+    assert cache.path is not None and cache.path.is_file()
+    again = coulomb_cache(subset, tmp_path, electrostatics=electrostatics, progress=False)
+    assert again.path == cache.path and np.array_equal(again.forces, cache.forces)
+    moved = water.subset(np.arange(3))
+    moved.positions = moved.positions + np.float32(0.01)
+    assert coulomb_cache(moved, tmp_path, electrostatics=electrostatics, progress=False).path != cache.path
+
+    # the cache lines up with the batches the trainer sees, and WithCoulomb adds the same numbers back
+    torch.manual_seed(0)
+    model = NequIP(channels=4, l_max=1, layers=1, cutoff=4.0)
+    model.fit_scale_shift(subset, coulomb=cache)
+    batch = next(iter(make_loader(FrameDataset(subset, 4.0, indices=[2, 0]), batch_size=2)))
+    cached_forces, cached_energies = cache.for_batch(batch)
+    with torch.no_grad():
+        learned = model(batch)
+        total = WithCoulomb(model, electrostatics)(batch)
+    assert torch.allclose(total["forces"] - learned["forces"], cached_forces, atol=1e-4)
+    assert torch.allclose(total["energy"].double() - learned["energy"].double(), cached_energies, atol=1e-3)
