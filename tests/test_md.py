@@ -10,7 +10,7 @@ import pytest
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames, read_lammps
-from gnnmd.md import ModelForces
+from gnnmd.predict import ModelForces
 from gnnmd.models import build_model
 from gnnmd.train.checkpoint import save_checkpoint
 
