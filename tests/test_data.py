@@ -24,19 +24,19 @@ from gnnmd.data import (
 from gnnmd.data.graphs import ANGLE, BOND
 from gnnmd.data.reader import read_topology
 from gnnmd.generate import generate, protocol_for
-from gnnmd.lammps import start_lammps
+from gnnmd.lammps import load_system_commands, start_lammps
 
 # ---------------------------------------------------------------- generated data equals LAMMPS itself
 
 
-def _rerun(segment, styles: list[str], stride: int, tmp_path):
-    """Forces and potential energies of a dump's frames recomputed by a fresh LAMMPS `rerun`, with the
-    coefficients taken from the data file the run wrote."""
+def _rerun(run_dir, tmp_path):
+    """Forces and potential energies of the first segment's frames recomputed by a fresh LAMMPS `rerun`."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    segment, stride = run_dir / "segment_000", manifest["protocol"]["stride"]
     out_dump, out_energy = tmp_path / "rerun.lammpstrj", tmp_path / "rerun_energy.txt"
     lmp = start_lammps(log=tmp_path / "rerun.log")
     lmp.commands_list(
-        ["units real", "atom_style full", "boundary p p p", *styles[:-2]]
-        + [f"read_data {segment / 'system.data'}", *styles[-2:]]
+        load_system_commands(segment / "system.data", manifest["protocol"]["forcefield"])
         + [
             f"dump forces all custom {stride} {out_dump} id type x y z fx fy fz",
             "dump_modify forces sort id format float %.10g",
@@ -52,14 +52,7 @@ def test_water_forces_and_energies_equal_lammps_rerun(water_run, tmp_path):
     frames = load_frames(water_run)
     manifest = json.loads((water_run / "manifest.json").read_text())
     assert manifest["source"] == "LAMMPS" and manifest["frame_count"] == len(frames) == 12
-    styles = [
-        "pair_style lj/cut/coul/long 10.0",
-        "bond_style harmonic",
-        "angle_style harmonic",
-        "kspace_style pppm 1.0e-5",
-        "special_bonds lj 0.0 0.0 0.5 coul 0.0 0.0 1.0 angle yes",
-    ]
-    rerun = _rerun(water_run / "segment_000", styles, manifest["protocol"]["stride"], tmp_path)
+    rerun = _rerun(water_run, tmp_path)
     first = frames.segments == 0
     assert len(rerun) == first.sum() == 6
     np.testing.assert_array_equal(rerun.timesteps, frames.timesteps[first])
@@ -71,9 +64,7 @@ def test_water_forces_and_energies_equal_lammps_rerun(water_run, tmp_path):
 
 def test_argon_forces_equal_lammps_rerun(argon_run, tmp_path):
     frames = load_frames(argon_run)
-    manifest = json.loads((argon_run / "manifest.json").read_text())
-    styles = ["pair_style lj/cut 10.0", "neighbor 2.0 bin", "thermo 1"]
-    rerun = _rerun(argon_run / "segment_000", styles, manifest["protocol"]["stride"], tmp_path)
+    rerun = _rerun(argon_run, tmp_path)
     assert np.abs(rerun.forces - frames.forces).max() < 1e-4
     table = frames.topology.type_table()
     assert [(t["name"], t["epsilon"], t["sigma"], t["charge"]) for t in table] == [("Ar", 0.2378, 3.405, 0.0)]
