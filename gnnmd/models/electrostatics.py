@@ -110,6 +110,7 @@ class Electrostatics(torch.nn.Module):
         cutoff: float = 8.0,
         accuracy: float | None = None,
         prefactor: float = COULOMB_CONSTANT,
+        special=None,
     ):
         super().__init__()
         import torchpme
@@ -124,6 +125,7 @@ class Electrostatics(torch.nn.Module):
             "cutoff": float(cutoff),
             "accuracy": accuracy,
             "prefactor": float(prefactor),
+            "special": None if special is None else [float(f) for f in special],
         }
         self.n_atoms = len(charges)
         self.register_buffer("charges", charges.reshape(-1, 1))
@@ -157,7 +159,16 @@ class Electrostatics(torch.nn.Module):
             raise ValueError("this system has no charges: electrostatics would be zero (use --electrostatics none)")
         params = choose_pme_parameters(topology.charges, cell, accuracy, cutoff, interpolation_nodes)
         pairs, factors = special_pairs(topology, special)
-        return cls(topology.charges, pairs, factors, **params)
+        return cls(topology.charges, pairs, factors, special=special, **params)
+
+    @classmethod
+    def from_config(cls, topology, config: dict) -> Electrostatics:
+        """The same settings again (a checkpoint's `config()`) for frames of the same system. For another
+        system, use `for_system` with the stored accuracy and cutoff: the mesh is chosen per system."""
+        config = dict(config)
+        special = config.pop("special", None) or DEFAULT_SPECIAL
+        pairs, factors = special_pairs(topology, special)
+        return cls(topology.charges, pairs, factors, special=special, **config)
 
     def config(self) -> dict:
         """Everything needed to rebuild this object given the topology (for checkpoints and cache keys)."""

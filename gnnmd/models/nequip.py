@@ -204,9 +204,10 @@ class NequIP(ForceModel):
 
     def forward(self, batch) -> dict:
         """{"energy": (B,) kcal/mol, "forces": (N, 3) kcal/mol/A}. Edge vectors are rebuilt from positions
-        (pos[j] - pos[i] + shift @ cell) so the gradient flows through them. Under torch.no_grad the
-        forces are computed without a graph; otherwise with one, so a force loss can be trained."""
-        create_graph = torch.is_grad_enabled()
+        (pos[j] - pos[i] + shift @ cell) so the gradient flows through them. In training mode (with
+        grad enabled) the forces keep their graph, so a force loss can be trained; in eval mode or under
+        torch.no_grad they are computed without one (cheaper validation and MD)."""
+        create_graph = self.training and torch.is_grad_enabled()
         dtype = self.type_scale.dtype
         sender, receiver = batch.edge_index[0], batch.edge_index[1]
         graph = graph_index(batch)
