@@ -1,0 +1,255 @@
+"""Inference cost of each model family, with and without PME electrostatics, from 648 atoms to >100,000
+(replicated boxes of real LAMMPS water), beside LAMMPS' own time per MD step for the same system; and
+training time per 648-atom frame.
+
+    python benchmarks/scaling.py [--data DIR] [--max-reps 6] [--models mpnn,eqforce,nequip]
+
+A step is what MD needs per timestep: graph from positions and cell, forward pass, forces (autograd for
+the energy model) and, with PME, the Coulomb forces. Weights are untrained: the cost does not depend on
+them. Each point runs in its own process so its peak memory (VmHWM above the resident size before the
+step) is its own. Writes benchmarks/results/scaling.json (rows {"model", "electrostatics", "atoms",
+"seconds_per_step", "peak_mb"}; "model": "lammps" for the reference) and scaling.png."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_scaling import _memory_kb, default_water  # noqa: E402
+
+
+def _replicated(data: Path, reps: int):
+    from gnnmd.data import load_frames
+    from gnnmd.data.frames import replicate
+
+    frames = load_frames(data)
+    return replicate(frames.topology, frames.positions[0], frames.cells[0].astype(np.float64), (reps,) * 3)
+
+
+# the cutoffs used for training: the study's 3.4 A for mpnn, the families' defaults otherwise
+CUTOFFS = {"mpnn": 3.4}
+
+
+def _model(family: str):
+    from gnnmd.models import build_model
+
+    model = build_model(family, **({"cutoff": CUTOFFS[family]} if family in CUTOFFS else {}))
+    return model
+
+
+def step_function(family: str, electrostatics: str, data: Path, reps: int):
+    """A closure doing one MD step's force evaluation, and the atom count."""
+    import torch
+
+    from gnnmd.data.graphs import GraphBuilder
+
+    topology, positions, cell = _replicated(data, reps)
+    model = _model(family).eval()
+    builder = GraphBuilder(topology, model.hyper["cutoff"])
+    coulomb = None
+    if electrostatics == "pme":
+        from gnnmd.models.electrostatics import Electrostatics
+
+        coulomb = Electrostatics.for_system(topology, cell)
+
+    def step():
+        graph = builder(positions, cell)
+        with torch.enable_grad() if model.needs_grad else torch.no_grad():
+            forces = model(graph)["forces"].detach()
+        if coulomb is not None:
+            _, coulomb_forces = coulomb(
+                torch.as_tensor(positions, dtype=torch.float64), torch.as_tensor(cell)
+            )
+            forces = forces + coulomb_forces.to(forces.dtype)
+        return forces
+
+    return step, topology.n_atoms
+
+
+def lammps_function(data: Path, reps: int):
+    """LAMMPS running SPC/Fw (lj/cut/coul/long + pppm 1e-5) on the same replicated system: one step."""
+    from gnnmd.lammps import load_system_commands, start_lammps
+
+    lmp = start_lammps(threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    segment = data / "segment_000"
+    lmp.commands_list(
+        load_system_commands(segment / "system.data", "spcfw.ff")
+        + [f"replicate {reps} {reps} {reps}", "fix integrate all nve", "timestep 1.0", "thermo 1000", "run 1"]
+    )
+
+    def step():
+        lmp.command("run 1 pre no post no")
+
+    return step, int(lmp.get_natoms())
+
+
+def train_function(family: str, data: Path):
+    """One optimiser step on one 648-atom frame (forces L1), as in training."""
+    import torch
+
+    from gnnmd.data import FrameDataset, load_frames
+
+    frames = load_frames(data)
+    model = _model(family).train()
+    graph = FrameDataset(frames, model.hyper["cutoff"])[0]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad()
+        loss = (model(graph)["forces"] - graph.y).abs().mean()
+        loss.backward()
+        optimizer.step()
+
+    return step, frames.topology.n_atoms
+
+
+def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, repeats: int) -> dict:
+    if kind == "lammps":
+        step, atoms = lammps_function(data, reps)
+    elif kind == "train":
+        step, atoms = train_function(family, data)
+    else:
+        step, atoms = step_function(family, electrostatics, data, reps)
+    step()  # warm-up: first-call allocations, PME set-up
+    baseline = _memory_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {
+        "model": "lammps" if kind == "lammps" else family,
+        "electrostatics": "pppm" if kind == "lammps" else electrostatics,
+        "atoms": atoms,
+        "seconds_per_step": float(np.min(times)),
+        "peak_mb": round((_memory_kb("VmHWM") - baseline) / 1024, 1),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    series = sorted({(r["model"], r["electrostatics"]) for r in rows})
+    for model, elec in series:
+        points = sorted(
+            (r["atoms"], r["seconds_per_step"], r["peak_mb"])
+            for r in rows
+            if (r["model"], r["electrostatics"]) == (model, elec)
+        )
+        atoms, seconds, peak = map(np.array, zip(*points))
+        style = "k-o" if model == "lammps" else "-o"
+        left.loglog(atoms, seconds / atoms * 1e6, style, label=f"{model} ({elec})", ms=3)
+        right.loglog(atoms, np.maximum(peak, 0.1), style, label=f"{model} ({elec})", ms=3)
+    left.set(xlabel="atoms", ylabel="time per atom per step (µs)", title="cost per atom (flat = linear)")
+    right.set(xlabel="atoms", ylabel="peak memory of a step (MB)", title="memory")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, help="a water dataset (default: generate one 648-atom frame)")
+    parser.add_argument("--models", default="mpnn,eqforce,nequip")
+    parser.add_argument(
+        "--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)"
+    )
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    parser.add_argument(
+        "--child", nargs=4, metavar=("KIND", "MODEL", "ELECTROSTATICS", "REPS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        kind, family, elec, reps = args.child
+        print(json.dumps(measure(kind, family, elec, args.data, int(reps), args.repeats)))
+        return
+
+    def child(kind, family, elec, reps):
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            family,
+            elec,
+            str(reps),
+            "--data",
+            str(data),
+            "--repeats",
+            str(args.repeats),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{kind} {family} {elec} x{reps}: {done.stderr[-2000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"{kind:>6} {row['model']:>8} {row['electrostatics']:>5} {row['atoms']:>7} atoms "
+            f"{row['seconds_per_step']:9.3f} s  {row['seconds_per_step'] / row['atoms'] * 1e6:8.2f} us/atom "
+            f"{row['peak_mb']:9.1f} MB",
+            flush=True,
+        )
+        return row
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or default_water(Path(tmp))
+        rows, training = [], []
+        for reps in range(1, args.max_reps + 1):
+            rows.append(child("lammps", "-", "-", reps))
+        for family in args.models.split(","):
+            training.append(child("train", family, "none", 1))
+            for elec in ("none", "pme"):
+                for reps in range(1, args.max_reps + 1):
+                    rows.append(child("infer", family, elec, reps))
+    lammps = {r["atoms"]: r["seconds_per_step"] for r in rows if r["model"] == "lammps"}
+    for row in rows:
+        row["ratio_to_lammps"] = row["seconds_per_step"] / lammps[row["atoms"]]
+    flatness = {}
+    for model, elec in sorted({(r["model"], r["electrostatics"]) for r in rows}):
+        per_atom = {
+            r["atoms"]: r["seconds_per_step"] / r["atoms"]
+            for r in rows
+            if (r["model"], r["electrostatics"]) == (model, elec)
+        }
+        near_5k, largest = min(per_atom, key=lambda a: abs(a - 5000)), max(per_atom)
+        flatness[f"{model}/{elec}"] = per_atom[largest] / per_atom[near_5k]
+    result = {
+        "benchmark": "scaling",
+        "command": " ".join(["python", *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
+        "per_atom_time_ratio_largest_vs_5k": flatness,
+        "training_seconds_per_frame": [
+            {"model": t["model"], "atoms": t["atoms"], "seconds_per_frame": t["seconds_per_step"]}
+            for t in training
+        ],
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(rows, args.out.with_suffix(".png"))
+    print(json.dumps(flatness, indent=1))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
