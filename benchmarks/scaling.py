@@ -2,7 +2,7 @@
 (replicated boxes of real LAMMPS water), beside LAMMPS' own time per MD step for the same system; and
 training time per 648-atom frame.
 
-    python benchmarks/scaling.py [--data DIR] [--max-reps 6] [--models mpnn,eqforce,nequip]
+    python benchmarks/scaling.py [--data DIR] [--reps 1,2,4,6] [--models mpnn,eqforce,nequip]
 
 A step is what MD needs per timestep: graph from positions and cell, forward pass, forces (autograd for
 the energy model) and, with PME, the Coulomb forces. Weights are untrained: the cost does not depend on
@@ -214,12 +214,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or default_water(Path(tmp))
         rows, training = [], []
-        for reps in range(1, args.max_reps + 1):
+        sizes = [int(n) for n in args.reps.split(",")]
+        for reps in sizes:
             rows.append(child("lammps", "-", "-", reps))
         for family in args.models.split(","):
             training.append(child("train", family, "none", 1))
             for elec in ("none", "pme"):
-                for reps in range(1, args.max_reps + 1):
+                for reps in sizes:
                     rows.append(child("infer", family, elec, reps))
     lammps = {r["atoms"]: r["seconds_per_step"] for r in rows if r["model"] == "lammps"}
     for row in rows:
