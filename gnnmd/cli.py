@@ -197,6 +197,26 @@ def run_rdf(args) -> int:
     return 0
 
 
+def add_figures(sub) -> None:
+    p = sub.add_parser(
+        "figures",
+        help="loss curves and learned pair interactions of a training run",
+        description="The study's figures for a run directory: loss curves (Fig. 2) and two-particle probes of "
+        "the best model against the force field (Figs. 3, 4).",
+    )
+    p.add_argument("--run", type=Path, required=True, help="run directory (has metrics.csv and best.pt)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/figures"))
+    p.set_defaults(func=run_figures_command)
+
+
+def run_figures_command(args) -> int:
+    from gnnmd.analysis.figures import run_figures
+
+    for path in run_figures(args.run, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.add_evaluate(sub)
     add_md(sub)
     add_rdf(sub)
+    add_figures(sub)
     return parser
 
 
