@@ -123,25 +123,36 @@ def test_forces_are_minus_energy_gradient(water, electrostatics):
 
 
 def test_cache_and_inference_sum(water, electrostatics, tmp_path):
-    subset = water.subset(np.arange(3))
-    cache = coulomb_cache(subset, tmp_path, electrostatics=electrostatics, progress=False)
+    first = water.subset(np.arange(4))
+    cache = coulomb_cache(first, tmp_path, electrostatics=electrostatics, progress=False)
     assert cache.path is not None and cache.path.is_file()
-    again = coulomb_cache(subset, tmp_path, electrostatics=electrostatics, progress=False)
+    again = coulomb_cache(first, tmp_path, electrostatics=electrostatics, progress=False)
     assert again.path == cache.path and np.array_equal(again.forces, cache.forces)
-    moved = water.subset(np.arange(3))
+    moved = water.subset(np.arange(4))
     moved.positions = moved.positions + np.float32(0.01)
     assert coulomb_cache(moved, tmp_path, electrostatics=electrostatics, progress=False).path != cache.path
 
     # a checkpoint's config rebuilds the same calculator
     rebuilt = Electrostatics.from_config(water.topology, electrostatics.config())
-    _, forces = rebuilt(torch.from_numpy(subset.positions[1]).double(), torch.from_numpy(subset.cells[1]))
+    _, forces = rebuilt(torch.from_numpy(first.positions[1]).double(), torch.from_numpy(first.cells[1]))
     assert np.allclose(forces.numpy(), cache.forces[1], atol=1e-4)
 
+    # scale/shift fitted on reference minus Coulomb, the same from frames (a split) and from batches
+    train = [0, 2, 3]
+    fits = []
+    for data, indices in ((first, train), (make_loader(FrameDataset(first, 4.0, indices=train), batch_size=2), None)):
+        model = NequIP(channels=4, l_max=1, layers=1, cutoff=4.0)
+        fits.append(model.fit_scale_shift(data, coulomb=cache, indices=indices))
+    assert np.allclose(fits[0]["type_scale"], fits[1]["type_scale"], rtol=1e-5)
+    assert np.allclose(fits[0]["type_shift"], fits[1]["type_shift"], rtol=1e-5)
+    features = water.topology.node_features.astype(np.float64)
+    remainder = first.forces[train].astype(np.float64) - cache.forces[train]
+    for key, scale in zip(fits[0]["type_keys"], fits[0]["type_scale"]):
+        atoms = np.all(np.abs(features - np.array(key)) < 1e-6, axis=1)
+        assert scale == pytest.approx(np.sqrt(np.mean(remainder[:, atoms] ** 2)), rel=1e-5)
+
     # the cache lines up with the batches the trainer sees, and WithCoulomb adds the same numbers back
-    torch.manual_seed(0)
-    model = NequIP(channels=4, l_max=1, layers=1, cutoff=4.0)
-    model.fit_scale_shift(subset, coulomb=cache)
-    batch = next(iter(make_loader(FrameDataset(subset, 4.0, indices=[2, 0]), batch_size=2)))
+    batch = next(iter(make_loader(FrameDataset(first, 4.0, indices=[2, 0]), batch_size=2)))
     cached_forces, cached_energies = cache.for_batch(batch)
     with torch.no_grad():
         learned = model(batch)

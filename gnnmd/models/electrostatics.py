@@ -241,7 +241,7 @@ class Electrostatics(torch.nn.Module):
             (grad,) = torch.autograd.grad(energy, pos)
         return energy.detach().to(dtype), (-grad).to(dtype)
 
-    def frames(self, frames, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def compute_frames(self, frames, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Coulomb energies (F,) float64 and forces (F, N, 3) float64 of every frame of a Frames object."""
         from tqdm.auto import tqdm
 
@@ -268,6 +268,11 @@ class CoulombCache:
     params: dict
     path: Path | None = None
 
+    def subset(self, indices) -> CoulombCache:
+        """The entries of some frames, in the order of `indices` (as `Frames.subset`)."""
+        indices = np.asarray(indices)
+        return CoulombCache(self.energies[indices], self.forces[indices], self.params, None)
+
     def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(forces (sum N, 3) float32, energies (B,) float64) of the frames in a PyG batch, in its order."""
         frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
@@ -292,8 +297,16 @@ def _cache_key(frames, electrostatics: Electrostatics) -> str:
     return digest.hexdigest()[:16]
 
 
-def system_electrostatics(frames, **options) -> Electrostatics:
-    """The Electrostatics of a Frames' system, with parameters chosen for its mean cell."""
+SYSTEM_OPTIONS = ("accuracy", "cutoff", "special", "interpolation_nodes")
+
+
+def system_electrostatics(frames, config: dict | None = None, **options) -> Electrostatics:
+    """The Electrostatics of a Frames' system, with parameters chosen once for its mean cell.
+
+    `config` (another system's `Electrostatics.config()`, e.g. from a checkpoint) carries over the
+    accuracy, real-space cutoff and special factors; smearing and mesh are chosen for this system."""
+    if config is not None:
+        options = {k: config[k] for k in SYSTEM_OPTIONS if config.get(k) is not None} | options
     return Electrostatics.for_system(frames.topology, frames.cells.astype(np.float64).mean(axis=0), **options)
 
 
@@ -316,7 +329,7 @@ def coulomb_cache(
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 return CoulombCache(data["energies"], data["forces"], electrostatics.config(), path)
-    energies, forces = electrostatics.frames(frames, progress=progress)
+    energies, forces = electrostatics.compute_frames(frames, progress=progress)
     cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
     if path is not None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

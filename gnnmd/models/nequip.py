@@ -103,7 +103,7 @@ class Interaction(nn.Module):
         weights = self.radial(edge_features) * envelope[:, None]
         messages = self.tp(self.linear_in(h)[sender], sh, weights)
         summed = torch.zeros(h.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device)
-        summed = summed.index_add(0, receiver, messages) / norm
+        summed = summed.index_add_(0, receiver, messages) / norm
         out = self.gate(self.linear_out(summed) + self.self_connection(h))
         return h + out if self.residual else out
 
@@ -232,15 +232,24 @@ class NequIP(ForceModel):
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_scale_shift(self, data, coulomb=None, neighbour_frames: int = 20) -> dict:
+    def fit_scale_shift(self, data, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:
         """Fit the per-type scale (RMS force component of the type) and shift (least squares of frame
         energies on per-type atom counts, when energies exist; else 0), and the mean neighbour count if
         not fitted yet (so fine-tuning keeps the trained network's normalisation).
 
         `data`: a Frames object or an iterable of PyG batches (graphs with x, y, edge_index and maybe
-        energy). `coulomb`: a CoulombCache whose part is subtracted first (the network learns the rest).
-        Types already in the table and not in `data` are kept. Returns the fitted values."""
-        per_frame = self._frames_rows(data, coulomb, neighbour_frames) if hasattr(data, "topology") else self._batch_rows(data, coulomb)
+        energy). `coulomb`: a CoulombCache whose part is subtracted first (the network learns the rest);
+        with Frames it covers the same frames, with batches it is indexed by each graph's `frame`.
+        `indices`: fit on these frames of a Frames object only (e.g. the training split; the cache then
+        covers the whole Frames). Types already in the table and not in `data` are kept. Returns the
+        fitted values."""
+        if indices is not None:
+            data = data.subset(indices)
+            coulomb = None if coulomb is None else coulomb.subset(indices)
+        if hasattr(data, "topology"):
+            per_frame = self._frames_rows(data, coulomb, neighbour_frames)
+        else:
+            per_frame = self._batch_rows(data, coulomb)
         keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes = per_frame
         scale = np.sqrt(sq_sum / np.maximum(n_comp, 1))
         overall = math.sqrt(sq_sum.sum() / max(n_comp.sum(), 1))
