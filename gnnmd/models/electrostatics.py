@@ -64,9 +64,9 @@ def choose_pme_parameters(
     the force between two unit charges 1 A apart, like LAMMPS' kspace accuracy), from torch-pme's error
     formulas: the smearing that makes the real-space error accuracy/4 at `cutoff`, then the coarsest
     mesh whose k-space error stays below accuracy. Deterministic, done once per system."""
+    import torchpme
     from torchpme.tuning.pme import PMEErrorBounds
     from torchpme.tuning.tuner import TunerBase
-    import torchpme
 
     q = torch.as_tensor(np.asarray(charges, dtype=np.float64)).reshape(-1, 1)
     c = torch.as_tensor(np.asarray(cell, dtype=np.float64)).reshape(3, 3)
@@ -204,9 +204,7 @@ class Electrostatics(torch.nn.Module):
             raise ValueError(f"positions have shape {tuple(positions.shape)}, expected ({self.n_atoms}, 3)")
         positions = positions.to(torch.float64)
         cell = cell.to(torch.float64).reshape(3, 3)
-        (i, j, shifts), special = self._real_space_pairs(
-            positions.detach().cpu().numpy(), cell.detach().cpu().numpy()
-        )
+        (i, j, shifts), special = self._real_space_pairs(positions.detach().cpu().numpy(), cell.detach().cpu().numpy())
         device = positions.device
         i, j = torch.from_numpy(i).to(device), torch.from_numpy(j).to(device)
         shift_vectors = torch.from_numpy(shifts).to(device, torch.float64) @ cell
@@ -374,4 +372,3 @@ class WithCoulomb(torch.nn.Module):
             out["energy"] = out["energy"] + energies.to(out["energy"].dtype)
         out["coulomb_energy"] = energies
         return out
-

@@ -48,12 +48,7 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Ten
     """1 at r=0, and the value and first two derivatives vanish at the cutoff (NequIP's p=6 polynomial);
     exactly 0 beyond it."""
     x = r / cutoff
-    u = (
-        1.0
-        - (p + 1) * (p + 2) / 2 * x**p
-        + p * (p + 2) * x ** (p + 1)
-        - p * (p + 1) / 2 * x ** (p + 2)
-    )
+    u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
     return torch.where(x < 1.0, u, torch.zeros_like(u))
 
 
@@ -118,7 +113,7 @@ class NequIP(ForceModel):
     family = "nequip"
     equivariant = True
     needs_grad = True
-    freeze_groups = {
+    freeze_groups: dict[str, tuple[str, ...]] = {
         "embedding": ("embedding",),
         "interactions": ("interactions",),
         "readout": ("readout",),
