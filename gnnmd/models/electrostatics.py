@@ -140,6 +140,11 @@ class Electrostatics(torch.nn.Module):
             full_neighbor_list=False,
         ).to(torch.float64)
 
+    def _apply(self, fn, recurse=True):
+        """Follow device moves of an enclosing model but stay float64 (e.g. through `model.float()`)."""
+        super()._apply(fn, recurse)
+        return super()._apply(lambda t: t.to(torch.float64) if t.is_floating_point() else t, recurse)
+
     def _keys(self, pairs: np.ndarray) -> np.ndarray:
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         return np.sort(pairs.min(axis=1) * self.n_atoms + pairs.max(axis=1))
@@ -204,7 +209,9 @@ class Electrostatics(torch.nn.Module):
             raise ValueError(f"positions have shape {tuple(positions.shape)}, expected ({self.n_atoms}, 3)")
         positions = positions.to(torch.float64)
         cell = cell.to(torch.float64).reshape(3, 3)
-        (i, j, shifts), special = self._real_space_pairs(positions.detach().cpu().numpy(), cell.detach().cpu().numpy())
+        (i, j, shifts), special = self._real_space_pairs(
+            np.ascontiguousarray(positions.detach().cpu().numpy()), np.ascontiguousarray(cell.detach().cpu().numpy())
+        )
         device = positions.device
         i, j = torch.from_numpy(i).to(device), torch.from_numpy(j).to(device)
         shift_vectors = torch.from_numpy(shifts).to(device, torch.float64) @ cell
