@@ -360,3 +360,21 @@ def replace_seed(protocol, seed):
     from dataclasses import replace
 
     return replace(protocol, seed=seed)
+
+
+def test_replicated_water_keeps_its_bonds(water_run):
+    """A 2x2x2 supercell of a real frame (molecules cross the box edge): every copy keeps its bonds and
+    each atom sees the same number of neighbours of each class as in the box itself."""
+    from gnnmd.data.frames import replicate
+
+    frames = load_frames(water_run)
+    topology, positions, cell = replicate(frames.topology, frames.positions[0], frames.cells[0], (2, 2, 2))
+    assert topology.n_atoms == 8 * 96 and len(topology.bonds) == 8 * 64
+    small = build_graph(frames.topology, frames.positions[0], frames.cells[0], 3.4)
+    big = build_graph(topology, positions, cell, 3.4)
+
+    def counts(graph, n):
+        classes = graph.edge_attr[:, :3].argmax(dim=1)
+        return torch.stack([torch.bincount(graph.edge_index[1][classes == c], minlength=n) for c in range(3)], 1)
+
+    torch.testing.assert_close(counts(big, topology.n_atoms), counts(small, 96).repeat(8, 1))

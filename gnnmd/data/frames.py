@@ -155,11 +155,30 @@ def load_frames(path: str | Path) -> Frames:
     raise FileNotFoundError(f"{path}: neither a gnnmd dataset directory nor a frames .npz file")
 
 
+def make_whole(topology: Topology, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Positions with every bonded atom moved to the nearest image of its partner, so no molecule is
+    split across the box edge (dumps hold wrapped coordinates)."""
+    positions = np.array(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64)
+    inverse = np.linalg.inv(cell)
+    for _ in range(max(1, len(topology.bonds))):  # a pass per bond at most: enough for any tree
+        a, b = topology.bonds[:, 0], topology.bonds[:, 1]
+        d = positions[b] - positions[a]
+        jump = np.round(d @ inverse) @ cell
+        if not np.any(np.abs(jump) > 1e-9):
+            break
+        positions[b] -= jump
+    return positions
+
+
 def replicate(topology: Topology, positions: np.ndarray, cell: np.ndarray, reps: tuple[int, int, int]):
     """A (nx, ny, nz) supercell of one periodic frame: topology, positions and cell, with molecules,
-    bonds and angles renumbered per copy. Used for scaling benchmarks and size-consistency checks."""
+    bonds and angles renumbered per copy (molecules made whole first, so each bond stays inside its
+    copy). Used for scaling benchmarks and size-consistency checks."""
     nx, ny, nz = reps
     n = topology.n_atoms
+    dtype = np.asarray(positions).dtype
+    positions = make_whole(topology, positions, cell)
     shifts = np.array([(a, b, c) for a in range(nx) for b in range(ny) for c in range(nz)], dtype=np.float64)
     copies = len(shifts)
     big_positions = (
