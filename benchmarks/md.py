@@ -1,0 +1,156 @@
+"""MD driven by trained models inside LAMMPS, beside plain LAMMPS from the same start: energy drift,
+speed and structure (RDF peaks). The defaults use the shipped models in benchmarks/models/.
+
+    python benchmarks/md.py [--water-model CKPT] [--argon-model CKPT] [--water-data DIR] [--argon-data DIR]
+                            [--picoseconds 5]
+
+Each system starts from the data file its dataset wrote (an equilibrated configuration with velocities);
+the model run and the LAMMPS reference run the same number of NVE steps with dumps at the same stride.
+Writes benchmarks/results/md.json (rows {"system", "model", "ensemble", "timestep_fs", "steps",
+"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}) and md_<system>.png."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: int, out: Path) -> dict:
+    """Plain LAMMPS with the system's own force field, NVE from the same start."""
+    from gnnmd.lammps import load_system_commands, start_lammps
+
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    lmp = start_lammps(log=out / "log.lammps")
+    lmp.commands_list(
+        load_system_commands(data_dir / "segment_000" / "system.data", manifest["protocol"]["forcefield"])
+        + [
+            "fix integrate all nve",
+            f"timestep {timestep}",
+            "thermo_style custom step temp pe ke etotal",
+            f"thermo {max(1, steps // 20)}",
+            f"dump trajectory all custom {dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
+            "dump_modify trajectory sort id format float %.10g",
+            "variable etotal equal etotal",
+            f'fix energy all ave/time {dump_every} 1 {dump_every} c_thermo_temp v_etotal file {out / "thermo.txt"}',
+        ]
+    )
+    started = time.perf_counter()
+    lmp.command(f"run {steps}")
+    seconds = time.perf_counter() - started
+    natoms = int(lmp.get_natoms())
+    lmp.close()
+    step, temp, etotal = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2).T
+    drift = float(np.polyfit(step * timestep / 1000.0, etotal / natoms, 1)[0])
+    return {
+        "seconds": seconds,
+        "steps_per_second": steps / seconds,
+        "energy_drift_per_atom_per_ps": drift,
+        "mean_temperature": float(temp.mean()),
+    }
+
+
+def run_system(
+    name: str, model: Path, data_dir: Path, picoseconds: float, timestep: float, dump_every: int, work: Path
+) -> dict:
+    from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
+    from gnnmd.md import run_md
+
+    steps = int(round(picoseconds * 1000.0 / timestep))
+    data_file = data_dir / "segment_000" / "system.data"
+    print(f"{name}: {steps} steps of {timestep} fs with {model}", flush=True)
+    summary = run_md(
+        model,
+        data_file,
+        steps,
+        work / f"{name}_model",
+        timestep=timestep,
+        dump_every=dump_every,
+        overwrite=True,
+        progress=True,
+    )
+    print(f"{name}: plain LAMMPS", flush=True)
+    reference = lammps_reference(data_dir, steps, timestep, dump_every, work / f"{name}_lammps")
+    dumps = {
+        "model": work / f"{name}_model" / "trajectory.lammpstrj",
+        "lammps": work / f"{name}_lammps" / "trajectory.lammpstrj",
+    }
+    r_max = min(default_r_max(data_file, d) for d in dumps.values())
+    skip = 10  # leave the first frames (the shared start) out of the structure
+    rdf_model = compute_rdfs(data_file, dumps["model"], r_max=r_max, skip=skip)
+    rdf_lammps = compute_rdfs(data_file, dumps["lammps"], r_max=r_max, skip=skip)
+    plot_rdfs(rdf_lammps, rdf_model, RESULTS / f"md_{name}.png", labels=("LAMMPS", "gnnmd model"))
+    comparison = compare_rdfs(rdf_lammps, rdf_model)
+    return {
+        "system": name,
+        "model": str(model.relative_to(HERE.parent) if model.is_relative_to(HERE.parent) else model),
+        "model_family": summary["model_family"],
+        "ensemble": "nve",
+        "timestep_fs": timestep,
+        "steps": steps,
+        "atoms": summary["atoms"],
+        "energy_drift_per_atom_per_ps": summary["energy_drift_per_atom_per_ps"],
+        "lammps_energy_drift_per_atom_per_ps": reference["energy_drift_per_atom_per_ps"],
+        "mean_temperature": summary["mean_temperature"],
+        "lammps_mean_temperature": reference["mean_temperature"],
+        "blown_up": summary["blown_up"],
+        "steps_per_second": summary["steps_per_second"],
+        "lammps_steps_per_second": reference["steps_per_second"],
+        "speed_ratio_vs_lammps": summary["steps_per_second"] / reference["steps_per_second"],
+        "rdf": {
+            pair: {k: row[k] for k in ("peak_r", "peak_r_ref", "peak_g", "peak_g_ref", "integrated_abs_diff")}
+            for pair, row in comparison.items()
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--water-model", type=Path, default=HERE / "models" / "nequip-pme-water.pt")
+    parser.add_argument("--argon-model", type=Path, default=HERE / "models" / "nequip-argon-finetuned.pt")
+    parser.add_argument(
+        "--water-data", type=Path, required=True, help="water dataset (its segment_000 is the start)"
+    )
+    parser.add_argument(
+        "--argon-data", type=Path, required=True, help="argon dataset (its segment_000 is the start)"
+    )
+    parser.add_argument("--picoseconds", type=float, default=5.0)
+    parser.add_argument("--water-timestep", type=float, default=1.0, help="fs (flexible O-H bonds)")
+    parser.add_argument("--argon-timestep", type=float, default=2.0, help="fs")
+    parser.add_argument("--dump-every", type=int, default=20)
+    parser.add_argument("--work", type=Path, default=Path("md_benchmark"), help="where trajectories go")
+    parser.add_argument("--systems", default="water,argon")
+    parser.add_argument("--out", type=Path, default=RESULTS / "md.json")
+    args = parser.parse_args()
+    rows = []
+    for name in args.systems.split(","):
+        model = args.water_model if name == "water" else args.argon_model
+        data = args.water_data if name == "water" else args.argon_data
+        timestep = args.water_timestep if name == "water" else args.argon_timestep
+        rows.append(run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work))
+        print(json.dumps(rows[-1], indent=1), flush=True)
+    result = {
+        "benchmark": "md",
+        "command": " ".join(["python", *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
