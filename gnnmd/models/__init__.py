@@ -1,0 +1,22 @@
+"""Model families. Each is a `ForceModel` (see layers.py for the conventions); `build_model` makes one
+from its family name and keyword hyper-parameters, which is how checkpoints rebuild them."""
+
+from __future__ import annotations
+
+from gnnmd.models.eqforce import EqForce
+from gnnmd.models.layers import ForceModel
+from gnnmd.models.mpnn import MPNN
+
+MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce}
+
+
+def build_model(family: str, **hyper) -> ForceModel:
+    if family not in MODELS:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[family](**hyper)
+    except TypeError as err:
+        raise ValueError(f"bad hyper-parameters for {family}: {err}") from err
+
+
+__all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "build_model"]

@@ -1,0 +1,68 @@
+"""The reference study's direct-force network (Bezzon, seed 002), as it describes it.
+
+Encoders: node MLP on (q, eps, sigma), edge MLP on (bond-class one-hot, distance, unit vector).
+Message passing, `layers` times: x_i' = MLP(Σ_j MLP((x_i ⊙ x_j) ‖ e_ji)), then GraphNorm; the first
+layer sees the full edge features, later layers are residual (x + update) and see edge features
+without the bond-class one-hot (their own edge encoder). Decoder: MLP to the three force components.
+
+It reads Cartesian directions as plain numbers, so it is not equivariant: train it with random
+rotations (`equivariant = False` makes the trainer do that)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn.norm import GraphNorm
+
+from gnnmd.models.layers import MLP, ForceModel, graph_index, sum_to_receivers
+
+N_NODE_FEATURES = 3  # q, epsilon, sigma
+N_EDGE_FEATURES = 7  # one-hot(3), distance, unit vector(3)
+N_BOND_CLASSES = 3
+
+
+class MessageLayer(nn.Module):
+    """x_i' = GraphNorm(MLP(Σ_j MLP((x_i ⊙ x_j) ‖ e_ji)))."""
+
+    def __init__(self, hidden: int, mlp_layers: int, dropout: float):
+        super().__init__()
+        self.message = MLP(2 * hidden, hidden, hidden, mlp_layers, dropout)
+        self.update = MLP(hidden, hidden, hidden, mlp_layers, dropout)
+        self.norm = GraphNorm(hidden)
+
+    def forward(self, x, edge, edge_index, graph):
+        j, i = edge_index
+        messages = self.message(torch.cat([x[i] * x[j], edge], dim=1))
+        return self.norm(self.update(sum_to_receivers(messages, i, x.shape[0])), graph)
+
+
+class MPNN(ForceModel):
+    family = "mpnn"
+    equivariant = False
+    freeze_groups = {
+        "encoders": ("node_encoder", "edge_encoder", "edge_encoder_geometric"),
+        "mp1": ("layers.0",),
+        "mp2": ("layers.1",),
+        "mp3": ("layers.2",),
+        "decoder": ("decoder",),
+    }
+
+    def __init__(self, hidden: int = 128, mlp_layers: int = 3, layers: int = 3, dropout: float = 0.1, cutoff=None):
+        super().__init__(hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=cutoff)
+        self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout)
+        self.edge_encoder = MLP(N_EDGE_FEATURES, hidden, hidden, mlp_layers, dropout)
+        self.edge_encoder_geometric = MLP(N_EDGE_FEATURES - N_BOND_CLASSES, hidden, hidden, mlp_layers, dropout)
+        self.layers = nn.ModuleList(MessageLayer(hidden, mlp_layers, dropout) for _ in range(layers))
+        self.decoder = MLP(hidden, 3, hidden, mlp_layers, dropout)
+
+    def forward(self, batch) -> dict:
+        graph = graph_index(batch)
+        x = self.node_encoder(batch.x)
+        edge_full = self.edge_encoder(batch.edge_attr)
+        edge_geometric = self.edge_encoder_geometric(batch.edge_attr[:, N_BOND_CLASSES:]) if len(self.layers) > 1 else None
+        for k, layer in enumerate(self.layers):
+            if k == 0:
+                x = layer(x, edge_full, batch.edge_index, graph)
+            else:
+                x = x + layer(x, edge_geometric, batch.edge_index, graph)
+        return {"forces": self.decoder(x) * self.force_scale}

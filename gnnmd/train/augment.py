@@ -1,0 +1,41 @@
+"""Random rotations of whole graphs, for models that are not equivariant (the study's mpnn).
+
+Everything that is a vector turns with the same rotation: positions, edge vectors, the unit-vector
+columns of edge_attr, the cell's lattice vectors and the target forces."""
+
+from __future__ import annotations
+
+import torch
+
+from gnnmd.models.layers import graph_index
+
+UNIT_COLUMNS = slice(4, 7)
+
+
+def random_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 3, 3) rotation matrices, uniform over SO(3) (QR of Gaussian matrices, signs fixed)."""
+    a = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
+    flip = torch.det(q) < 0
+    q[flip, :, 0] = -q[flip, :, 0]
+    return q.float()
+
+
+def rotate_batch(batch, rotations: torch.Tensor):
+    """The batch with graph b rotated by rotations[b] (v -> R v); returns the same object, new tensors."""
+    graph = graph_index(batch)
+    per_atom = rotations[graph]
+    per_edge = rotations[graph[batch.edge_index[1]]]
+
+    def turn(matrices, vectors):
+        return torch.einsum("nij,nj->ni", matrices, vectors)
+
+    batch.pos = turn(per_atom, batch.pos)
+    batch.edge_vec = turn(per_edge, batch.edge_vec)
+    attr = batch.edge_attr
+    batch.edge_attr = torch.cat([attr[:, : UNIT_COLUMNS.start], turn(per_edge, attr[:, UNIT_COLUMNS])], dim=1)
+    batch.cell = batch.cell @ rotations.transpose(1, 2)  # rows are lattice vectors
+    if getattr(batch, "y", None) is not None:
+        batch.y = turn(per_atom, batch.y)
+    return batch

@@ -1,0 +1,114 @@
+"""Checkpoints: everything needed to rebuild a model and its graphs (family, hyper-parameters, cutoff,
+type table, normalisation, gnnmd version, parent for fine-tuned models), plus the optimiser and
+trainer state for --resume. Written to a temp file and renamed, so a kill never leaves half a file.
+
+Only plain Python values and tensors are stored, so files load with `weights_only=True`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+import gnnmd
+from gnnmd.models import MODELS, build_model
+
+FORMAT = "gnnmd-checkpoint"
+FORMAT_VERSION = 1
+INFO_KEYS = ("family", "hyper", "cutoff", "type_table", "normalisation", "gnnmd_version", "parent", "config", "epoch", "metrics")
+
+
+def save_checkpoint(
+    path,
+    model,
+    *,
+    cutoff: float,
+    type_table: list[dict],
+    normalisation: dict,
+    config: dict | None = None,
+    parent: dict | None = None,
+    epoch: int | None = None,
+    metrics: dict | None = None,
+    training: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically. `training` (optimiser and trainer state) is only needed to resume."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "gnnmd_version": gnnmd.__version__,
+        "family": model.family,
+        "hyper": dict(model.hyper),
+        "cutoff": float(cutoff),
+        "type_table": list(type_table),
+        "normalisation": dict(normalisation),
+        "config": config,
+        "parent": parent,
+        "epoch": epoch,
+        "metrics": metrics,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": training,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint's contents, or a ValueError naming the file if it is not a readable gnnmd checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a bad file: pickle, zip, EOF, unsupported global
+        raise ValueError(f"{path}: not a readable gnnmd checkpoint (corrupt or another format: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a gnnmd checkpoint (a torch file without the '{FORMAT}' marker)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this gnnmd "
+            f"({gnnmd.__version__}) reads ({FORMAT_VERSION})"
+        )
+    missing = [k for k in ("family", "hyper", "cutoff", "type_table", "normalisation", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: gnnmd checkpoint lacks {', '.join(missing)}")
+    return payload
+
+
+def load_model(path, family: str | None = None):
+    """(model in eval mode, info) from a checkpoint. `family`, if given, must match the file's."""
+    payload = read_checkpoint(path)
+    found = payload["family"]
+    if family is not None and found != family:
+        raise ValueError(f"{path}: holds a {found!r} model, not the {family!r} model asked for")
+    if found not in MODELS:
+        raise ValueError(f"{path}: model family {found!r} is unknown to this gnnmd (known: {', '.join(sorted(MODELS))})")
+    try:
+        model = build_model(found, **payload["hyper"])
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: weights do not fit a {found} model with {payload['hyper']}: {err}") from None
+    model.eval()
+    info = {k: payload.get(k) for k in INFO_KEYS}
+    info["path"] = str(Path(path).resolve())
+    return model, info
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

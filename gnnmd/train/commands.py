@@ -1,0 +1,163 @@
+"""`gnnmd train`, `gnnmd finetune` and `gnnmd evaluate`: argument parsing only; the work is in
+trainer.py and evaluate.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from gnnmd.train.trainer import LOSSES, TrainConfig
+
+
+def _hyper(text: str) -> tuple[str, object]:
+    import argparse
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"hyper-parameter must be NAME=VALUE, got {text!r}")
+    name, value = text.split("=", 1)
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def _common(p, finetune: bool) -> None:
+    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
+    p.add_argument("--name", help="run name (default: <model>-<data dir name>)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<name>/ goes (default ./runs)")
+    if not finetune:
+        p.add_argument("--cutoff", type=float, default=3.4, help="graph cutoff in A (study: 3.4 for water)")
+    p.add_argument("--epochs", type=int, default=20 if finetune else 50)
+    p.add_argument("--batch-size", type=int, default=4, help="frames per step (per process under torchrun)")
+    p.add_argument("--lr", type=float, default=1e-4 if finetune else 1e-3, help="peak learning rate (Adam)")
+    p.add_argument("--lr-decay", type=float, default=0.95, help="per-epoch exponential decay after warm-up")
+    p.add_argument("--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)")
+    p.add_argument("--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces")
+    p.add_argument("--loss", choices=LOSSES, default="l1")
+    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
+    p.add_argument("--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--max-frames", type=int, help="use this many frames, spread evenly over the dataset")
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without validation improvement")
+    p.add_argument("--checkpoint-every", type=int, default=6, help="epochs between checkpoints")
+    p.add_argument("--augment", dest="augment", action="store_true", default=None, help="random rotations (default: only for non-equivariant models)")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_train(sub) -> None:
+    from gnnmd.models import MODELS
+
+    p = sub.add_parser(
+        "train",
+        help="train a force model on a generated dataset",
+        description="Train a model on frames from `gnnmd generate`; writes runs/<name>/ (config.json, metrics.csv, "
+        "checkpoints/, best.pt, summary.txt). Runs data-parallel under `torchrun --nproc_per_node N -m gnnmd.cli train ...`.",
+    )
+    p.add_argument("--model", choices=sorted(MODELS), default="eqforce")
+    p.add_argument("--hyper", type=_hyper, action="append", default=[], metavar="NAME=VALUE", help="model hyper-parameter, e.g. hidden=64 (repeatable)")
+    _common(p, finetune=False)
+    p.set_defaults(func=run_train)
+
+
+def add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="continue training a checkpoint on a new system",
+        description="Start from a trained model, optionally freeze parts of it, and train on new data with its own "
+        "learning rate and epochs. Types come from the new data; the parent checkpoint is recorded.",
+    )
+    p.add_argument("--from", dest="init_from", type=Path, required=True, help="parent checkpoint (e.g. runs/X/best.pt)")
+    p.add_argument("--freeze", default="", help="comma-separated parts to keep fixed: encoders, mp1, mp2, mp3, decoder, or a parameter prefix")
+    p.add_argument("--keep-normalisation", action="store_true", help="keep the parent's force scale instead of the new data's")
+    _common(p, finetune=True)
+    p.set_defaults(func=run_finetune)
+
+
+def _config(args, **extra) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values.update(extra)
+    values["data"] = str(args.data)
+    values["runs_dir"] = str(args.runs_dir)
+    values["progress"] = not args.no_progress
+    if args.augment is not None:
+        values["augment"] = args.augment
+    return TrainConfig(**values)
+
+
+def _print_summary(summary: dict) -> int:
+    if "line" in summary:
+        print(summary["line"])
+    return 0
+
+
+def _threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def run_train(args) -> int:
+    from gnnmd.train.trainer import train
+
+    _threads(args)
+    config = _config(args, model=args.model, hyper=dict(args.hyper))
+    return _print_summary(train(config))
+
+
+def run_finetune(args) -> int:
+    from gnnmd.train.checkpoint import read_checkpoint
+    from gnnmd.train.trainer import train
+
+    _threads(args)
+    parent = read_checkpoint(args.init_from)
+    freeze = [part.strip() for part in args.freeze.split(",") if part.strip()]
+    name = args.name or f"{parent['family']}-finetune-{Path(args.data).resolve().name}"
+    config = _config(args, init_from=str(args.init_from), freeze=freeze, cutoff=parent["cutoff"], model=parent["family"], name=name)
+    return _print_summary(train(config))
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="force errors of a checkpoint on a dataset",
+        description="Force MAE/RMSE overall, per component and per type, relative to the mean |F|, and throughput; "
+        "prints a table, writes JSON and a parity plot PNG.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt or checkpoints/epoch_*.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
+    p.add_argument("--split", choices=("all", "val", "train"), default="all", help="val/train: the split of the checkpoint's own run")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
+    p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from gnnmd.analysis.parity import parity_plot
+    from gnnmd.train.evaluate import evaluate_checkpoint, format_table
+
+    _threads(args)
+    result, info = evaluate_checkpoint(args.model, args.data, args.split, args.batch_size, not args.no_progress)
+    out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
+    plot = args.plot or out.with_suffix(".png")
+    title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"
+    parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
+    result["plot"] = str(plot)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as handle:
+        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}, handle, indent=2)
+    print(format_table(result, title))
+    print(f"wrote {out} and {plot}")
+    return 0

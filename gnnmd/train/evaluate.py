@@ -1,0 +1,96 @@
+"""Force errors of a trained model on a dataset: MAE/RMSE overall, per component and per atom type,
+relative to the mean |F component|, and throughput. Works on any system: node features are physical
+parameters, so the data's own type table is used (zero-shot argon is just another dataset)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gnnmd.data import FrameDataset, load_frames, make_loader, split_indices
+from gnnmd.train.metrics import COMPONENTS, ForceMetrics, type_labels
+
+
+def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int = 1, progress: bool = True) -> dict:
+    """Metrics dict plus `pred`, `ref` (M, 3) and `atom_type` (M,) arrays for a parity plot."""
+    table = frames.topology.type_table()
+    labels = type_labels(table)
+    dataset = FrameDataset(frames, cutoff, indices)
+    metrics = ForceMetrics(labels)
+    model.eval()
+    preds, refs, types = [], [], []
+    model_seconds = 0.0
+    started = time.time()
+    for batch in tqdm(make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=not progress, leave=False):
+        tick = time.perf_counter()
+        with torch.enable_grad() if model.needs_grad else torch.no_grad():
+            out = model(batch)
+        model_seconds += time.perf_counter() - tick
+        forces = out["forces"].detach()
+        metrics.update(forces, batch.y, batch.atom_type)
+        preds.append(forces.numpy())
+        refs.append(batch.y.numpy())
+        types.append(batch.atom_type.numpy())
+    wall = time.time() - started
+    result = metrics.summary()
+    result.pop("loss", None)
+    n_frames = len(dataset)
+    atoms = n_frames * frames.topology.n_atoms
+    result.update(
+        relative_force_mae=result["force_mae"] / result["mean_abs_force"],
+        frames=n_frames,
+        atoms_per_frame=frames.topology.n_atoms,
+        model_seconds=model_seconds,
+        wall_seconds=wall,
+        atoms_per_second_model=atoms / model_seconds if model_seconds else float("nan"),
+        frames_per_second_with_graphs=n_frames / wall if wall else float("nan"),
+        type_labels=labels,
+    )
+    result["pred"] = np.concatenate(preds)
+    result["ref"] = np.concatenate(refs)
+    result["atom_type"] = np.concatenate(types)
+    return result
+
+
+def select_frames(frames, info: dict, split: str):
+    """Frame indices for `split`: all, or the train/val split the checkpoint's run used (same data)."""
+    if split == "all":
+        return None
+    config = info.get("config") or {}
+    from gnnmd.train.trainer import choose_frames
+
+    if config.get("max_frames") is not None and len(frames) != config.get("frames"):
+        frames = choose_frames(frames, config["max_frames"])
+    train_idx, val_idx = split_indices(frames, config.get("val_fraction", 0.1), config.get("split_seed", 0))
+    return frames, (train_idx if split == "train" else val_idx)
+
+
+def format_table(result: dict, title: str) -> str:
+    rows = [("all", result["force_mae"], result["force_rmse"])]
+    rows += [(c, result[f"force_mae_{c}"], result[f"force_rmse_{c}"]) for c in COMPONENTS]
+    rows += [(t, result[f"force_mae_{t}"], result[f"force_rmse_{t}"]) for t in result["type_labels"]]
+    lines = [title, f"{'':8s}{'MAE':>10s}{'RMSE':>10s}   kcal/mol/A"]
+    lines += [f"{name:8s}{mae:10.3f}{rmse:10.3f}" for name, mae, rmse in rows]
+    lines.append(
+        f"mean |F component| {result['mean_abs_force']:.3f}; relative MAE {result['relative_force_mae']:.3f}; "
+        f"{result['frames']} frames of {result['atoms_per_frame']} atoms; "
+        f"{result['atoms_per_second_model']:.0f} atoms/s (model), {result['frames_per_second_with_graphs']:.2f} frames/s (with graphs)"
+    )
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True):
+    from gnnmd.train.checkpoint import load_model
+
+    model, info = load_model(model_path)
+    frames = load_frames(Path(data_path))
+    indices = None
+    if split != "all":
+        frames, indices = select_frames(frames, info, split)
+    result = evaluate_model(model, frames, info["cutoff"], indices, batch_size, progress)
+    result.update(model=str(model_path), data=str(Path(data_path).resolve()), split=split, family=info["family"], cutoff=info["cutoff"])
+    return result, info
