@@ -370,6 +370,9 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         with open(run_dir / "config.json", "w") as handle:
             json.dump(resolved, handle, indent=2)
 
+    probe = FrameDataset(frames, config.cutoff, train_idx[:1])[0]
+    if probe.edge_index.shape[1] == 0:
+        raise ValueError(f"{data_path}: no atom pairs closer than the cutoff {config.cutoff} A; the model would see nothing")
     wrapped = dist.wrap(model)
     val_loader = make_loader(FrameDataset(frames, config.cutoff, val_idx[dist.rank :: dist.world]), config.batch_size)
     ckpt_common = dict(cutoff=config.cutoff, type_table=type_table, normalisation=normalisation, config=resolved, parent=parent)

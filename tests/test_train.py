@@ -1,0 +1,120 @@
+"""The trainer on real LAMMPS frames: it learns (no collapse to zero), resumes exactly, fine-tunes
+with frozen parts untouched, and trains data-parallel with identical weights on every rank."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gnnmd.cli import main
+from gnnmd.data import load_frames, split_indices
+from gnnmd.train.checkpoint import load_model, read_checkpoint
+from gnnmd.train.evaluate import evaluate_model
+from gnnmd.train.trainer import TrainConfig, train
+
+
+def _config(data, runs, **kw):
+    base = dict(
+        data=str(data), runs_dir=str(runs), model="eqforce", hyper={"hidden": 16}, epochs=4, batch_size=2,
+        lr=3e-3, warmup_epochs=1, progress=False, checkpoint_every=2, patience=100,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_force_only_training_cuts_the_loss_5x_below_predicting_zero(water_run, tmp_path):
+    torch.set_num_threads(1)
+    config = _config(water_run, tmp_path, name="fit", hyper={"hidden": 32}, epochs=30, batch_size=1, lr_decay=0.95)
+    summary = train(config)
+    assert summary["epochs_run"] == 30
+    frames = load_frames(water_run)
+    train_idx, _ = split_indices(frames)
+    model, info = load_model(tmp_path / "fit" / "checkpoints" / "epoch_0030.pt")
+    result = evaluate_model(model, frames, info["cutoff"], train_idx, progress=False)
+    # predicting zero (seed 000's collapse) has MAE = mean |F|; 300 steps must get 5x below that
+    assert result["force_mae"] < 0.2 * result["mean_abs_force"], result["force_mae"]
+    rows = list(csv.DictReader(open(tmp_path / "fit" / "metrics.csv")))
+    assert len(rows) == 30 and float(rows[-1]["train_loss"]) < 0.3 * float(rows[0]["train_loss"])
+    for column in ("val_force_mae", "val_force_rmse_z", "val_force_mae_O", "train_force_rmse_H", "lr", "wall_seconds"):
+        assert column in rows[0]
+    assert (tmp_path / "fit" / "best.pt").is_file() and (tmp_path / "fit" / "summary.txt").read_text().strip()
+    config_json = json.loads((tmp_path / "fit" / "config.json").read_text())
+    assert config_json["normalisation"]["force_scale"] > 5 and config_json["train_frames"] + config_json["val_frames"] == 12
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(water_run, tmp_path):
+    torch.set_num_threads(1)
+    # mpnn: dropout and rotation augmentation make every epoch depend on the random state
+    kw = dict(model="mpnn", hyper={"hidden": 16}, epochs=5, checkpoint_every=2)
+    train(_config(water_run, tmp_path, name="whole", **kw))
+    # the "killed" run did 3 epochs: metrics and best.pt reach epoch 3, the last checkpoint is epoch 2
+    train(_config(water_run, tmp_path, name="killed", **kw), stop_after=3)
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["epoch_0002.pt"]
+    with pytest.raises(FileExistsError):
+        train(_config(water_run, tmp_path, name="killed", **kw))
+    train(_config(water_run, tmp_path, name="killed", resume=True, **kw))
+
+    whole = read_checkpoint(tmp_path / "whole" / "checkpoints" / "epoch_0005.pt")
+    resumed = read_checkpoint(tmp_path / "killed" / "checkpoints" / "epoch_0005.pt")
+    for key, tensor in whole["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][key]), key
+
+    def losses(name):
+        rows = csv.DictReader(open(tmp_path / name / "metrics.csv"))
+        return [(r["epoch"], r["train_loss"], r["val_loss"], r["val_force_mae"], r["lr"]) for r in rows]
+
+    assert losses("whole") == losses("killed") and len(losses("whole")) == 5
+    with pytest.raises(ValueError, match="seed"):
+        train(_config(water_run, tmp_path, name="killed", resume=True, seed=1, **kw))
+
+
+def test_finetune_keeps_frozen_parts_bit_identical(water_run, argon_run, tmp_path, capsys):
+    torch.set_num_threads(1)
+    # argon neighbours sit at ~3.8 A, so the water parent needs the study's argon cutoff (4.4 A)
+    parent_summary = train(_config(water_run, tmp_path, name="water", epochs=2, cutoff=4.4))
+    parent = tmp_path / "water" / "best.pt"
+    code = main([
+        "finetune", "--from", str(parent), "--data", str(argon_run), "--runs-dir", str(tmp_path), "--name", "argon",
+        "--freeze", "encoders,mp1", "--epochs", "3", "--lr", "1e-3", "--batch-size", "2", "--no-progress",
+    ])
+    assert code == 0 and "val force MAE" in capsys.readouterr().out
+    before, _ = load_model(parent)
+    after, info = load_model(tmp_path / "argon" / "best.pt")
+    frozen = {n for group in ("encoders", "mp1") for n, _ in before.parameters_of(group)}
+    assert any(n.startswith("node_encoder") for n in frozen) and any(n.startswith("layers.0.") for n in frozen)
+    new = dict(after.named_parameters())
+    changed = [n for n, p in before.named_parameters() if not torch.equal(p, new[n])]
+    assert changed and not frozen & set(changed)
+    assert all(n.startswith(("layers.1", "layers.2", "edge_head")) for n in changed)
+    # types from the new data, parent recorded, normalisation from the new data
+    assert [row["name"] for row in info["type_table"]] == ["Ar"]
+    assert info["parent"]["path"] == str(parent.resolve()) and len(info["parent"]["sha256"]) == 64
+    assert info["parent"]["type_table"][0]["name"] == "O"
+    assert info["normalisation"]["force_scale"] < 0.2 * info["parent"]["normalisation"]["force_scale"]
+    assert parent_summary["model"] == info["family"] == "eqforce"
+    assert main(["finetune", "--from", str(parent), "--data", str(argon_run), "--runs-dir", str(tmp_path),
+                 "--name", "bad", "--freeze", "nonsense", "--no-progress"]) == 2
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(water_run, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "gnnmd.cli", "train", "--model", "mpnn", "--hyper", "hidden=16", "--data", str(water_run),
+        "--runs-dir", str(tmp_path), "--name", "ddp", "--epochs", "1", "--batch-size", "2", "--no-progress",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 1
+    digests = summary["rank_param_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert (tmp_path / "ddp" / "checkpoints" / "epoch_0001.pt").is_file()
