@@ -1,0 +1,79 @@
+"""`gnnmd evaluate`: metrics that agree with a direct computation, JSON + parity PNG, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gnnmd.cli import main
+from gnnmd.data import load_frames
+from gnnmd.train.checkpoint import load_model
+from gnnmd.train.evaluate import evaluate_model
+from gnnmd.train.trainer import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(water_run, tmp_path_factory):
+    torch.set_num_threads(1)
+    runs = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(
+        data=str(water_run), runs_dir=str(runs), name="eq", model="eqforce", hyper={"hidden": 16}, epochs=2,
+        batch_size=2, lr=3e-3, warmup_epochs=1, progress=False,
+    )
+    train(config)
+    return runs / "eq" / "best.pt"
+
+
+def test_metrics_agree_with_a_direct_computation(checkpoint, water_run):
+    model, info = load_model(checkpoint)
+    frames = load_frames(water_run)
+    result = evaluate_model(model, frames, info["cutoff"], [0, 3, 7], batch_size=2, progress=False)
+    with torch.no_grad():
+        from gnnmd.data import FrameDataset
+
+        ds = FrameDataset(frames, info["cutoff"], [0, 3, 7])
+        pred = np.concatenate([model(ds[k])["forces"].numpy() for k in range(3)])
+    ref = frames.forces[[0, 3, 7]].reshape(-1, 3)
+    types = np.tile(frames.topology.types, 3)
+    err = pred.astype(np.float64) - ref
+    assert result["force_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-5)
+    assert result["force_rmse"] == pytest.approx(np.sqrt((err**2).mean()), rel=1e-5)
+    assert result["force_mae_y"] == pytest.approx(np.abs(err[:, 1]).mean(), rel=1e-5)
+    oxygen = types == [row["name"] for row in frames.topology.type_table()].index("O")
+    assert result["force_mae_O"] == pytest.approx(np.abs(err[oxygen]).mean(), rel=1e-5)
+    assert result["force_rmse_H"] == pytest.approx(np.sqrt((err[~oxygen] ** 2).mean()), rel=1e-5)
+    assert result["mean_abs_force"] == pytest.approx(np.abs(ref).mean(), rel=1e-5)
+    assert result["relative_force_mae"] == pytest.approx(result["force_mae"] / result["mean_abs_force"])
+    assert result["frames"] == 3 and result["atoms_per_second_model"] > 0
+
+
+def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(checkpoint), "--data", str(water_run), "--split", "val",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "relative MAE" in printed and "\nO " in printed and "\nH " in printed
+    result = json.loads(out.read_text())
+    assert result["split"] == "val" and result["frames"] == 2 and result["family"] == "eqforce"
+    for key in ("force_mae", "force_rmse_x", "force_mae_H", "relative_force_mae", "atoms_per_second_model"):
+        assert result[key] > 0
+    png = tmp_path / "eval.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # another system: its own type table (argon), zero-shot; default output next to the checkpoint
+    assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress"]) == 0
+    argon = json.loads((checkpoint.parent / f"eval-{argon_run.name}-all.json").read_text())
+    assert argon["type_labels"] == ["Ar"] and argon["frames"] == 5
+
+
+def test_cli_errors_name_the_file(checkpoint, water_run, tmp_path, capsys):
+    corrupt = tmp_path / "broken.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:1000])
+    assert main(["evaluate", "--model", str(corrupt), "--data", str(water_run), "--no-progress"]) == 2
+    assert "broken.pt" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(water_run), "--no-progress"]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(checkpoint), "--data", str(tmp_path / "nodata"), "--no-progress"]) == 2
+    assert "nodata" in capsys.readouterr().err
