@@ -331,6 +331,9 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         model = build_model(config.model, **hyper)
         config.hyper = dict(model.hyper)
     model.set_normalisation(normalisation)
+    if hasattr(model, "fit_scale_shift") and not (config.init_from and config.keep_normalisation):
+        # models with their own per-type scales (nequip) fit them on the training frames
+        normalisation["model_fit"] = model.fit_scale_shift(frames, indices=train_idx)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
@@ -413,6 +416,10 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         stopped_early = best["bad_epochs"] >= config.patience
         out_of_time = config.max_minutes is not None and (time.time() - started) / 60 > config.max_minutes
         last = epoch + 1 == config.epochs or stopped_early or out_of_time
+        if dist.world > 1:  # ranks' clocks differ: stop together or DDP would hang
+            flag = torch.tensor([float(last)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            last = bool(flag.item())
         if dist.main:
             _write_metrics(run_dir / "metrics.csv", history)
             if improved:
