@@ -399,7 +399,9 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="frame", leave=False, disable=not (config.progress and dist.main))
         train_m = run_epoch(wrapped, loader, config, labels, optimizer=optimizer, epoch=epoch, steps_per_epoch=steps, rank=dist.rank, bar=bar)
         bar.close()
-        val_m = run_epoch(wrapped, val_loader, config, labels, epoch=epoch, rank=dist.rank)
+        # validate with the bare model: no gradient sync is wanted, and a grad-enabled forward through
+        # DDP (energy models) without a backward would break the next training step
+        val_m = run_epoch(model, val_loader, config, labels, epoch=epoch, rank=dist.rank)
         row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "val_loss": val_m["loss"]}
         row.update({f"train_{k}": v for k, v in train_m.items() if k != "loss"})
         row.update({f"val_{k}": v for k, v in val_m.items() if k != "loss"})
