@@ -7,8 +7,10 @@ without the bond-class one-hot (their own edge encoder). Decoder: MLP to the thr
 
 Option `radial` > 0 (not in the study) feeds the distance to the edge encoders expanded on that many
 Gaussians instead of as one raw number: the force along a bond changes sign within ~0.05 A of r0, which
-the raw-distance network resolves only slowly (measured: it stays at the zero predictor for the first
-epochs on water; with radial=16 it learns). `radial=0` (default) is the study's network.
+the raw-distance network resolves only slowly. Measured on 10 frames of 32 SPC/Fw molecules, hidden 32,
+batch 4, Adam 1e-3, with rotation augmentation: after 800 steps the L1 loss (force-RMS units) is 0.65,
+the zero predictor's, with raw distance or with dropout 0.1, and 0.29 with radial=16 and dropout 0.
+`radial=0, dropout=0.1` (the defaults) is the study's network; the study trained it for ~17k steps.
 
 It reads Cartesian directions as plain numbers, so it is not equivariant: train it with random
 rotations (`equivariant = False` makes the trainer do that)."""
