@@ -36,12 +36,18 @@ class ModelForces:
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)
         self.builder = GraphBuilder(topology, self.info["cutoff"])
+        self.topology = topology
+        self.with_coulomb = None  # PME set up on the first cell seen
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
+        from gnnmd.models.electrostatics import with_coulomb
+
+        if self.with_coulomb is None:
+            self.with_coulomb = with_coulomb(self.model, self.info.get("electrostatics"), self.topology, cell)
         graph = self.builder(positions, cell)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:
-            out = self.model(graph)
+            out = self.with_coulomb(graph)
         forces = out["forces"].detach().double().numpy()
         energy = out.get("energy")
         return forces, None if energy is None else float(energy.detach().sum())

@@ -6,8 +6,9 @@ from __future__ import annotations
 from gnnmd.models.eqforce import EqForce
 from gnnmd.models.layers import ForceModel
 from gnnmd.models.mpnn import MPNN
+from gnnmd.models.nequip import NequIP
 
-MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce}
+MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce, "nequip": NequIP}
 
 
 def build_model(family: str, **hyper) -> ForceModel:
@@ -19,4 +20,4 @@ def build_model(family: str, **hyper) -> ForceModel:
         raise ValueError(f"bad hyper-parameters for {family}: {err}") from err
 
 
-__all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "build_model"]
+__all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "NequIP", "build_model"]

@@ -305,14 +305,20 @@ def _cache_key(frames, electrostatics: Electrostatics) -> str:
 SYSTEM_OPTIONS = ("accuracy", "cutoff", "special", "interpolation_nodes")
 
 
+def electrostatics_for(topology, cell, config: dict | None = None, **options) -> Electrostatics:
+    """Electrostatics of a system given one representative cell; `config` (a checkpoint's) carries over
+    the accuracy, real-space cutoff and special factors, the mesh is chosen for this system."""
+    if config is not None:
+        options = {k: config[k] for k in SYSTEM_OPTIONS if config.get(k) is not None} | options
+    return Electrostatics.for_system(topology, np.asarray(cell, dtype=np.float64), **options)
+
+
 def system_electrostatics(frames, config: dict | None = None, **options) -> Electrostatics:
     """The Electrostatics of a Frames' system, with parameters chosen once for its mean cell.
 
     `config` (another system's `Electrostatics.config()`, e.g. from a checkpoint) carries over the
     accuracy, real-space cutoff and special factors; smearing and mesh are chosen for this system."""
-    if config is not None:
-        options = {k: config[k] for k in SYSTEM_OPTIONS if config.get(k) is not None} | options
-    return Electrostatics.for_system(frames.topology, frames.cells.astype(np.float64).mean(axis=0), **options)
+    return electrostatics_for(frames.topology, frames.cells.astype(np.float64).mean(axis=0), config, **options)
 
 
 def coulomb_cache(
@@ -379,3 +385,11 @@ class WithCoulomb(torch.nn.Module):
             out["energy"] = out["energy"] + energies.to(out["energy"].dtype)
         out["coulomb_energy"] = energies
         return out
+
+
+def with_coulomb(model: torch.nn.Module, config: dict | None, topology, cell) -> torch.nn.Module:
+    """The model as trained (`config` None) or, for a model that learned reference minus Coulomb (a
+    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell)."""
+    if config is None:
+        return model
+    return WithCoulomb(model, electrostatics_for(topology, cell, config))

@@ -18,7 +18,19 @@ from gnnmd.models import MODELS, build_model
 
 FORMAT = "gnnmd-checkpoint"
 FORMAT_VERSION = 1
-INFO_KEYS = ("family", "hyper", "cutoff", "type_table", "normalisation", "gnnmd_version", "parent", "config", "epoch", "metrics")
+INFO_KEYS = (
+    "family",
+    "hyper",
+    "cutoff",
+    "type_table",
+    "normalisation",
+    "electrostatics",
+    "gnnmd_version",
+    "parent",
+    "config",
+    "epoch",
+    "metrics",
+)
 
 
 def save_checkpoint(
@@ -33,6 +45,7 @@ def save_checkpoint(
     epoch: int | None = None,
     metrics: dict | None = None,
     training: dict | None = None,
+    electrostatics: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically. `training` (optimiser and trainer state) is only needed to resume."""
     path = Path(path)
@@ -47,6 +60,7 @@ def save_checkpoint(
         "cutoff": float(cutoff),
         "type_table": list(type_table),
         "normalisation": dict(normalisation),
+        "electrostatics": electrostatics,  # PME settings when the model learned reference minus Coulomb
         "config": config,
         "parent": parent,
         "epoch": epoch,
@@ -81,7 +95,9 @@ def read_checkpoint(path) -> dict:
             f"{path}: checkpoint format {payload['format_version']} is newer than this gnnmd "
             f"({gnnmd.__version__}) reads ({FORMAT_VERSION})"
         )
-    missing = [k for k in ("family", "hyper", "cutoff", "type_table", "normalisation", "state_dict") if k not in payload]
+    missing = [
+        k for k in ("family", "hyper", "cutoff", "type_table", "normalisation", "state_dict") if k not in payload
+    ]
     if missing:
         raise ValueError(f"{path}: gnnmd checkpoint lacks {', '.join(missing)}")
     return payload
@@ -94,7 +110,9 @@ def load_model(path, family: str | None = None):
     if family is not None and found != family:
         raise ValueError(f"{path}: holds a {found!r} model, not the {family!r} model asked for")
     if found not in MODELS:
-        raise ValueError(f"{path}: model family {found!r} is unknown to this gnnmd (known: {', '.join(sorted(MODELS))})")
+        raise ValueError(
+            f"{path}: model family {found!r} is unknown to this gnnmd (known: {', '.join(sorted(MODELS))})"
+        )
     try:
         model = build_model(found, **payload["hyper"])
         model.load_state_dict(payload["state_dict"])

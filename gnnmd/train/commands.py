@@ -32,18 +32,36 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="frames per step (per process under torchrun)")
     p.add_argument("--lr", type=float, default=1e-4 if finetune else 1e-3, help="peak learning rate (Adam)")
     p.add_argument("--lr-decay", type=float, default=0.95, help="per-epoch exponential decay after warm-up")
-    p.add_argument("--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)")
-    p.add_argument("--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces")
+    p.add_argument(
+        "--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)"
+    )
+    p.add_argument(
+        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
+    )
     p.add_argument("--loss", choices=LOSSES, default="l1")
     p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
-    p.add_argument("--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)")
+    p.add_argument(
+        "--electrostatics",
+        choices=("auto", "pme", "none"),
+        default="auto",
+        help="PME Coulomb of the node charges added to the model, which learns the rest (auto: pme when the system has charges)",
+    )
+    p.add_argument(
+        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, help="use this many frames, spread evenly over the dataset")
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without validation improvement")
     p.add_argument("--checkpoint-every", type=int, default=6, help="epochs between checkpoints")
-    p.add_argument("--augment", dest="augment", action="store_true", default=None, help="random rotations (default: only for non-equivariant models)")
+    p.add_argument(
+        "--augment",
+        dest="augment",
+        action="store_true",
+        default=None,
+        help="random rotations (default: only for non-equivariant models)",
+    )
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -62,7 +80,14 @@ def add_train(sub) -> None:
         "checkpoints/, best.pt, summary.txt). Runs data-parallel under `torchrun --nproc_per_node N -m gnnmd.cli train ...`.",
     )
     p.add_argument("--model", choices=sorted(MODELS), default="eqforce")
-    p.add_argument("--hyper", type=_hyper, action="append", default=[], metavar="NAME=VALUE", help="model hyper-parameter, e.g. hidden=64 (repeatable)")
+    p.add_argument(
+        "--hyper",
+        type=_hyper,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="model hyper-parameter, e.g. hidden=64 (repeatable)",
+    )
     _common(p, finetune=False)
     p.set_defaults(func=run_train)
 
@@ -75,8 +100,14 @@ def add_finetune(sub) -> None:
         "learning rate and epochs. Types come from the new data; the parent checkpoint is recorded.",
     )
     p.add_argument("--from", dest="init_from", type=Path, required=True, help="parent checkpoint (e.g. runs/X/best.pt)")
-    p.add_argument("--freeze", default="", help="comma-separated parts to keep fixed: encoders, mp1, mp2, mp3, decoder, or a parameter prefix")
-    p.add_argument("--keep-normalisation", action="store_true", help="keep the parent's force scale instead of the new data's")
+    p.add_argument(
+        "--freeze",
+        default="",
+        help="comma-separated parts to keep fixed: encoders, mp1, mp2, mp3, decoder, or a parameter prefix",
+    )
+    p.add_argument(
+        "--keep-normalisation", action="store_true", help="keep the parent's force scale instead of the new data's"
+    )
     _common(p, finetune=True)
     p.set_defaults(func=run_finetune)
 
@@ -122,7 +153,9 @@ def run_finetune(args) -> int:
     parent = read_checkpoint(args.init_from)
     freeze = [part.strip() for part in args.freeze.split(",") if part.strip()]
     name = args.name or f"{parent['family']}-finetune-{Path(args.data).resolve().name}"
-    config = _config(args, init_from=str(args.init_from), freeze=freeze, cutoff=parent["cutoff"], model=parent["family"], name=name)
+    config = _config(
+        args, init_from=str(args.init_from), freeze=freeze, cutoff=parent["cutoff"], model=parent["family"], name=name
+    )
     return _print_summary(train(config))
 
 
@@ -135,7 +168,12 @@ def add_evaluate(sub) -> None:
     )
     p.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt or checkpoints/epoch_*.pt)")
     p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
-    p.add_argument("--split", choices=("all", "val", "train"), default="all", help="val/train: the split of the checkpoint's own run")
+    p.add_argument(
+        "--split",
+        choices=("all", "val", "train"),
+        default="all",
+        help="val/train: the split of the checkpoint's own run",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
     p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
@@ -157,7 +195,9 @@ def run_evaluate(args) -> int:
     result["plot"] = str(plot)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as handle:
-        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}, handle, indent=2)
+        json.dump(
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}, handle, indent=2
+        )
     print(format_table(result, title))
     print(f"wrote {out} and {plot}")
     return 0

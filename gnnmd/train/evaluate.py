@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from gnnmd.data import FrameDataset, load_frames, make_loader, split_indices
+from gnnmd.models.electrostatics import with_coulomb
 from gnnmd.train.metrics import COMPONENTS, ForceMetrics, type_labels
 
 
@@ -25,7 +26,9 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
     preds, refs, types = [], [], []
     model_seconds = 0.0
     started = time.time()
-    for batch in tqdm(make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=not progress, leave=False):
+    for batch in tqdm(
+        make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=not progress, leave=False
+    ):
         tick = time.perf_counter()
         with torch.enable_grad() if model.needs_grad else torch.no_grad():
             out = model(batch)
@@ -91,6 +94,14 @@ def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: i
     indices = None
     if split != "all":
         frames, indices = select_frames(frames, info, split)
+    mean_cell = frames.cells.astype(np.float64).mean(axis=0)
+    model = with_coulomb(model, info.get("electrostatics"), frames.topology, mean_cell)
     result = evaluate_model(model, frames, info["cutoff"], indices, batch_size, progress)
-    result.update(model=str(model_path), data=str(Path(data_path).resolve()), split=split, family=info["family"], cutoff=info["cutoff"])
+    result.update(
+        model=str(model_path),
+        data=str(Path(data_path).resolve()),
+        split=split,
+        family=info["family"],
+        cutoff=info["cutoff"],
+    )
     return result, info

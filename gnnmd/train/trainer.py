@@ -32,6 +32,7 @@ from gnnmd.train.checkpoint import file_sha256, load_model, read_checkpoint, sav
 from gnnmd.train.metrics import ForceMetrics, type_labels
 
 LOSSES = ("l1", "mse", "huber")
+ELECTROSTATICS = ("auto", "pme", "none")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainConfig:
     loss: str = "l1"
     huber_delta: float = 1.0  # in units of the force RMS
     energy_weight: float = 0.0
+    electrostatics: str = "auto"  # pme | none | auto (pme when the system has charges)
     seed: int = 0
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -75,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 < self.lr_decay <= 1:
             raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got {self.lr}, {self.lr_decay}")
+        if self.electrostatics not in ELECTROSTATICS:
+            raise ValueError(f"electrostatics must be one of {', '.join(ELECTROSTATICS)}, got {self.electrostatics!r}")
         if self.warmup_epochs < 0 or self.energy_weight < 0 or self.zero_penalty < 0:
             raise ValueError("warmup_epochs, energy_weight and zero_penalty must not be negative")
 
@@ -126,11 +130,16 @@ def choose_frames(frames, max_frames: int | None):
     return frames.subset(np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(np.int64)))
 
 
-def normalisation_from(frames, train_idx) -> dict:
+def normalisation_from(frames, train_idx, coulomb=None) -> dict:
+    """Scales of what the network learns: the forces, or reference minus Coulomb with PME."""
     forces = frames.forces[train_idx].astype(np.float64)
+    energies = None if frames.energies is None else frames.energies[train_idx]
+    if coulomb is not None:
+        forces = forces - coulomb.forces[train_idx]
+        energies = None if energies is None else energies - coulomb.energies[train_idx]
     norm = {"force_scale": float(np.sqrt(np.mean(forces**2))), "force_mean_abs": float(np.mean(np.abs(forces)))}
-    if frames.energies is not None:
-        norm["energy_shift"] = float(np.mean(frames.energies[train_idx]) / frames.topology.n_atoms)
+    if energies is not None:
+        norm["energy_shift"] = float(np.mean(energies) / frames.topology.n_atoms)
     if not norm["force_scale"] > 0:
         raise ValueError("the training forces are all zero; nothing to learn")
     return norm
@@ -193,8 +202,13 @@ def parameter_digest(model) -> str:
 # ---------------------------------------------------------------- one pass
 
 
-def run_epoch(model, loader, config, labels, *, optimizer=None, epoch=0, steps_per_epoch=1, rank=0, bar=None):
-    """One pass over `loader`: training if an optimiser is given, else evaluation. Returns metrics."""
+def run_epoch(
+    model, loader, config, labels, *, optimizer=None, epoch=0, steps_per_epoch=1, rank=0, bar=None, coulomb=None
+):
+    """One pass over `loader`: training if an optimiser is given, else evaluation. Returns metrics.
+
+    With a Coulomb cache the targets are reference minus Coulomb (taken off before any rotation); force
+    errors are the same as those of model + Coulomb against the reference."""
     core = getattr(model, "module", model)
     scale = core.force_scale
     metrics = ForceMetrics(labels)
@@ -208,6 +222,11 @@ def run_epoch(model, loader, config, labels, *, optimizer=None, epoch=0, steps_p
             lr = learning_rate(config, epoch, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        if coulomb is not None:
+            coulomb_forces, coulomb_energies = coulomb.for_batch(batch)
+            batch.y = batch.y - coulomb_forces
+            if getattr(batch, "energy", None) is not None:
+                batch.energy = batch.energy - coulomb_energies
         if augment:
             batch = rotate_batch(batch, random_rotations(batch.num_graphs, rotations))
         with torch.set_grad_enabled(grad):
@@ -218,10 +237,16 @@ def run_epoch(model, loader, config, labels, *, optimizer=None, epoch=0, steps_p
             energy = out.get("energy")
             atoms = None
             if energy is not None and getattr(batch, "energy", None) is not None:
-                atoms = torch.bincount(batch.batch, minlength=batch.num_graphs) if batch.batch is not None else torch.tensor([batch.num_nodes])
+                atoms = (
+                    torch.bincount(batch.batch, minlength=batch.num_graphs)
+                    if batch.batch is not None
+                    else torch.tensor([batch.num_nodes])
+                )
                 if config.energy_weight > 0:
                     per_atom = (energy.double() - batch.energy.view(-1)) / atoms / scale.double()
-                    loss = loss + config.energy_weight * force_loss(config.loss, per_atom.float(), torch.zeros_like(per_atom.float()), config.huber_delta)
+                    loss = loss + config.energy_weight * force_loss(
+                        config.loss, per_atom.float(), torch.zeros_like(per_atom.float()), config.huber_delta
+                    )
             objective = loss
             if training and config.zero_penalty > 0 and epoch < config.warmup_epochs:
                 objective = loss + config.zero_penalty * zero_penalty(pred)
@@ -230,8 +255,13 @@ def run_epoch(model, loader, config, labels, *, optimizer=None, epoch=0, steps_p
             objective.backward()
             optimizer.step()
         metrics.update(
-            out["forces"], batch.y, batch.atom_type, loss.item(),
-            energy, getattr(batch, "energy", None) if energy is not None else None, atoms,
+            out["forces"],
+            batch.y,
+            batch.atom_type,
+            loss.item(),
+            energy,
+            getattr(batch, "energy", None) if energy is not None else None,
+            atoms,
         )
         if bar is not None:
             bar.update(batch.num_graphs)
@@ -286,6 +316,31 @@ def train(config: TrainConfig, *, stop_after: int | None = None) -> dict:
         dist.close()
 
 
+def _electrostatics(config: TrainConfig, frames, data_path: Path, dist: Distributed):
+    """(Coulomb cache of every frame, PME settings for the checkpoint), or (None, None) without PME.
+
+    `auto` means PME when the system has charges. The cache is computed once (rank 0 first, next to the
+    dataset's frames.npz, so the other ranks and later runs read it) and the network learns the rest."""
+    from gnnmd.models.electrostatics import coulomb_cache, has_charges, system_electrostatics
+
+    charged = has_charges(frames.topology)
+    if config.electrostatics == "auto":
+        config.electrostatics = "pme" if charged else "none"
+    if config.electrostatics == "none":
+        return None, None
+    if not charged:
+        raise ValueError(f"{data_path}: the system has no charges, so --electrostatics pme adds nothing; use none")
+    electrostatics = system_electrostatics(frames)
+    directory = data_path if data_path.is_dir() else None
+    cache = None
+    if dist.main:
+        cache = coulomb_cache(frames, directory, electrostatics, progress=config.progress)
+    dist.barrier()
+    if cache is None:
+        cache = coulomb_cache(frames, directory, electrostatics, progress=False)
+    return cache, electrostatics.config()
+
+
 def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> dict:
     started = time.time()
     data_path = Path(config.data)
@@ -297,7 +352,8 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         raise ValueError(f"{data_path}: {len(frames)} frames give an empty train or validation split")
     type_table = frames.topology.type_table()  # always the data's own table, also when fine-tuning
     labels = type_labels(type_table)
-    normalisation = normalisation_from(frames, train_idx)
+    coulomb, electrostatics = _electrostatics(config, frames, data_path, dist)
+    normalisation = normalisation_from(frames, train_idx, coulomb)
 
     parent = None
     if config.init_from:
@@ -333,7 +389,7 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
     model.set_normalisation(normalisation)
     if hasattr(model, "fit_scale_shift") and not (config.init_from and config.keep_normalisation):
         # models with their own per-type scales (nequip) fit them on the training frames
-        normalisation["model_fit"] = model.fit_scale_shift(frames, indices=train_idx)
+        normalisation["model_fit"] = model.fit_scale_shift(frames, coulomb=coulomb, indices=train_idx)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
@@ -350,7 +406,19 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         if payload.get("training") is None:
             raise ValueError(f"{ckpt_path}: holds no training state to resume")
         saved = dict(payload["config"])
-        for key in ("model", "seed", "cutoff", "batch_size", "loss", "lr", "data", "max_frames", "val_fraction", "split_seed"):
+        for key in (
+            "model",
+            "seed",
+            "cutoff",
+            "batch_size",
+            "loss",
+            "lr",
+            "data",
+            "max_frames",
+            "val_fraction",
+            "split_seed",
+            "electrostatics",
+        ):
             ours = getattr(config, key)
             ours = str(Path(ours).resolve()) if key == "data" else ours
             if saved.get(key) != ours:
@@ -364,10 +432,17 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
     resolved = asdict(config)
     resolved["data"] = str(data_path.resolve())
     resolved.update(
-        frames=len(frames), train_frames=len(train_idx), val_frames=len(val_idx), atoms=frames.topology.n_atoms,
-        normalisation=normalisation, type_table=type_table, world_size=dist.world,
-        gnnmd_version=gnnmd.__version__, parameters=sum(p.numel() for p in model.parameters()),
-        trainable_parameters=sum(p.numel() for p in trainable), parent=parent,
+        frames=len(frames),
+        train_frames=len(train_idx),
+        val_frames=len(val_idx),
+        atoms=frames.topology.n_atoms,
+        normalisation=normalisation,
+        type_table=type_table,
+        world_size=dist.world,
+        gnnmd_version=gnnmd.__version__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable_parameters=sum(p.numel() for p in trainable),
+        parent=parent,
     )
     if dist.main:
         with open(run_dir / "config.json", "w") as handle:
@@ -375,10 +450,19 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
 
     probe = FrameDataset(frames, config.cutoff, train_idx[:1])[0]
     if probe.edge_index.shape[1] == 0:
-        raise ValueError(f"{data_path}: no atom pairs closer than the cutoff {config.cutoff} A; the model would see nothing")
+        raise ValueError(
+            f"{data_path}: no atom pairs closer than the cutoff {config.cutoff} A; the model would see nothing"
+        )
     wrapped = dist.wrap(model)
     val_loader = make_loader(FrameDataset(frames, config.cutoff, val_idx[dist.rank :: dist.world]), config.batch_size)
-    ckpt_common = dict(cutoff=config.cutoff, type_table=type_table, normalisation=normalisation, config=resolved, parent=parent)
+    ckpt_common = dict(
+        cutoff=config.cutoff,
+        type_table=type_table,
+        normalisation=normalisation,
+        config=resolved,
+        parent=parent,
+        electrostatics=electrostatics,
+    )
 
     def checkpoint(path, epoch, row, with_training):
         training = None
@@ -396,12 +480,29 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         order = rank_order(train_idx, config.seed, epoch, dist.rank, dist.world)
         loader = make_loader(FrameDataset(frames, config.cutoff, order), config.batch_size)
         steps = len(loader)
-        bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="frame", leave=False, disable=not (config.progress and dist.main))
-        train_m = run_epoch(wrapped, loader, config, labels, optimizer=optimizer, epoch=epoch, steps_per_epoch=steps, rank=dist.rank, bar=bar)
+        bar = tqdm(
+            total=len(order),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="frame",
+            leave=False,
+            disable=not (config.progress and dist.main),
+        )
+        train_m = run_epoch(
+            wrapped,
+            loader,
+            config,
+            labels,
+            optimizer=optimizer,
+            epoch=epoch,
+            steps_per_epoch=steps,
+            rank=dist.rank,
+            bar=bar,
+            coulomb=coulomb,
+        )
         bar.close()
         # validate with the bare model: no gradient sync is wanted, and a grad-enabled forward through
         # DDP (energy models) without a backward would break the next training step
-        val_m = run_epoch(model, val_loader, config, labels, epoch=epoch, rank=dist.rank)
+        val_m = run_epoch(model, val_loader, config, labels, epoch=epoch, rank=dist.rank, coulomb=coulomb)
         row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "val_loss": val_m["loss"]}
         row.update({f"train_{k}": v for k, v in train_m.items() if k != "loss"})
         row.update({f"val_{k}": v for k, v in val_m.items() if k != "loss"})
@@ -428,10 +529,14 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
                 checkpoint(run_dir / "best.pt", epoch + 1, row, with_training=False)
             if (epoch + 1) % config.checkpoint_every == 0 or last:
                 checkpoint(run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt", epoch + 1, row, with_training=True)
-            tqdm.write(
-                f"epoch {epoch + 1}: train loss {train_m['loss']:.4f} val loss {val_m['loss']:.4f} "
-                f"val force MAE {val_m['force_mae']:.3f} kcal/mol/A ({row['epoch_seconds']:.0f} s)"
-            ) if config.progress else None
+            (
+                tqdm.write(
+                    f"epoch {epoch + 1}: train loss {train_m['loss']:.4f} val loss {val_m['loss']:.4f} "
+                    f"val force MAE {val_m['force_mae']:.3f} kcal/mol/A ({row['epoch_seconds']:.0f} s)"
+                )
+                if config.progress
+                else None
+            )
         if last:
             break
 
