@@ -22,7 +22,7 @@ from gnnmd.train.trainer import TrainConfig, train
 def _config(data, runs, **kw):
     base = dict(
         data=str(data), runs_dir=str(runs), model="eqforce", hyper={"hidden": 16}, epochs=4, batch_size=2,
-        lr=3e-3, warmup_epochs=1, progress=False, checkpoint_every=2, patience=100,
+        lr=3e-3, warmup_epochs=1, progress=False, checkpoint_every=2, patience=100, electrostatics="none",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -118,3 +118,22 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(water_run, tmp_path):
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
     assert (tmp_path / "ddp" / "checkpoints" / "epoch_0001.pt").is_file()
+
+
+def test_pme_training_learns_the_remainder_and_evaluation_adds_coulomb_back(water_run, tmp_path):
+    """With PME the network is trained on reference minus Coulomb; the checkpoint carries the PME settings,
+    so evaluation (model + Coulomb against the reference) reproduces the trainer's validation error."""
+    from gnnmd.train.evaluate import evaluate_checkpoint
+
+    torch.set_num_threads(1)
+    summary = train(_config(water_run, tmp_path, name="pme", electrostatics="auto", epochs=2))
+    info = read_checkpoint(tmp_path / "pme" / "best.pt")
+    assert info["config"]["electrostatics"] == "pme" and info["electrostatics"]["cutoff"] > 0
+    assert list(water_run.glob("coulomb_*.npz"))  # computed once, next to the frames
+    result, _ = evaluate_checkpoint(tmp_path / "pme" / "best.pt", water_run, split="val", progress=False)
+    assert result["force_mae"] == pytest.approx(summary["best_val_force_mae"], rel=1e-4)
+    bare, bare_info = load_model(tmp_path / "pme" / "best.pt")  # the network alone: Coulomb missing
+    frames = load_frames(water_run)
+    _, val_idx = split_indices(frames)
+    bare_mae = evaluate_model(bare, frames, bare_info["cutoff"], val_idx, progress=False)["force_mae"]
+    assert abs(bare_mae - result["force_mae"]) > 1.0
