@@ -21,7 +21,7 @@ def checkpoint(water_run, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     config = TrainConfig(
         data=str(water_run), runs_dir=str(runs), name="eq", model="eqforce", hyper={"hidden": 16}, epochs=2,
-        batch_size=2, lr=3e-3, warmup_epochs=1, progress=False,
+        batch_size=2, lr=3e-3, warmup_epochs=1, progress=False, electrostatics="none",
     )
     train(config)
     return runs / "eq" / "best.pt"
