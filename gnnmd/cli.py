@@ -40,9 +40,7 @@ def add_generate(sub) -> None:
         "right after minimisation) before the overrides below",
     )
     p.add_argument("--frames", type=int, help="frames in all (a multiple of --segments)")
-    p.add_argument(
-        "--segments", type=int, help="independent runs, each with its own seed (and temperature for water)"
-    )
+    p.add_argument("--segments", type=int, help="independent runs, each with its own seed (and temperature for water)")
     p.add_argument("--molecules", type=int, help="water molecules (water, big-water)")
     p.add_argument("--atoms", type=int, help="argon atoms (argon, argon-train)")
     p.add_argument("--box", type=float, nargs=3, metavar=("LX", "LY", "LZ"), help="starting box lengths, A")
@@ -53,9 +51,7 @@ def add_generate(sub) -> None:
     )
     p.add_argument("--timestep", type=float, help="fs")
     p.add_argument("--stride", type=int, help="dump every this many steps")
-    p.add_argument(
-        "--equil-steps", type=int, help="steps before the first frame (0: the study's unequilibrated start)"
-    )
+    p.add_argument("--equil-steps", type=int, help="steps before the first frame (0: the study's unequilibrated start)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads for LAMMPS")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -68,9 +64,7 @@ def run_generate(args) -> int:
 
     water = args.system in ("water", "big-water")
     if (args.molecules is not None and not water) or (args.atoms is not None and water):
-        raise SystemExit(
-            f"gnnmd generate: use --molecules for water systems and --atoms for argon ({args.system})"
-        )
+        raise SystemExit(f"gnnmd generate: use --molecules for water systems and --atoms for argon ({args.system})")
     temperature = args.temperature
     if temperature is not None and not water and temperature[0] == temperature[1]:
         temperature = (protocol_for(args.system, study=args.study).temperature[0], temperature[1])
@@ -168,9 +162,7 @@ def add_rdf(sub) -> None:
     )
     p.add_argument("--reference", type=Path, required=True, help="reference dump (e.g. from gnnmd generate)")
     p.add_argument("--trajectory", type=Path, required=True, help="dump to check (e.g. from gnnmd md)")
-    p.add_argument(
-        "--data", type=Path, required=True, help="LAMMPS data file of the system (types, molecules)"
-    )
+    p.add_argument("--data", type=Path, required=True, help="LAMMPS data file of the system (types, molecules)")
     p.add_argument("--r-max", type=float, help="A (default: just under half the box, at most 10)")
     p.add_argument("--skip", type=int, default=0, help="frames to skip at the start of each dump")
     p.add_argument("--out", type=Path, default=Path("rdf"), help="prefix for rdf.json and rdf.png")
@@ -217,6 +209,42 @@ def run_figures_command(args) -> int:
     return 0
 
 
+def add_quickstart(sub) -> None:
+    p = sub.add_parser(
+        "quickstart",
+        help="the whole job on a small default: generate water with LAMMPS, train, evaluate, figures",
+        description="Runs `gnnmd generate water`, `gnnmd train`, `gnnmd evaluate` (validation split) and "
+        "`gnnmd figures` into one folder: a few minutes on 2 CPU cores with the defaults.",
+    )
+    p.add_argument("--out", type=Path, default=Path("quickstart"), help="folder for data/, runs/ and figures/")
+    p.add_argument("--model", default="eqforce", help="model family (mpnn, eqforce, nequip)")
+    p.add_argument("--molecules", type=int, default=64)
+    p.add_argument("--frames", type=int, default=60, help="frames in all, over 6 segments")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart in --out")
+    p.set_defaults(func=run_quickstart)
+
+
+def run_quickstart(args) -> int:
+    """Each step is the public command, so the quickstart is exactly what a user would type."""
+    data, runs, name = args.out / "data" / "water", args.out / "runs", f"{args.model}-quickstart"
+    overwrite = ["--overwrite"] if args.overwrite else []
+    steps = [
+        ["generate", "water", "--out", str(data), "--molecules", str(args.molecules), "--frames", str(args.frames),
+         "--segments", "6", "--equil-steps", "2000", "--stride", "20", *overwrite],
+        ["train", "--model", args.model, "--data", str(data), "--name", name, "--runs-dir", str(runs),
+         "--epochs", str(args.epochs), "--warmup", "1", "--batch-size", "2", "--lr", "0.003", *overwrite],
+        ["evaluate", "--model", str(runs / name / "best.pt"), "--data", str(data), "--split", "val"],
+        ["figures", "--run", str(runs / name), "--out", str(args.out / "figures")],
+    ]  # fmt: skip
+    for step in steps:
+        print(f"\n$ gnnmd {' '.join(step)}", flush=True)
+        code = main(step)
+        if code:
+            return code
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_md(sub)
     add_rdf(sub)
     add_figures(sub)
+    add_quickstart(sub)
     return parser
 
 

@@ -378,3 +378,15 @@ def test_replicated_water_keeps_its_bonds(water_run):
         return torch.stack([torch.bincount(graph.edge_index[1][classes == c], minlength=n) for c in range(3)], 1)
 
     torch.testing.assert_close(counts(big, topology.n_atoms), counts(small, 96).repeat(8, 1))
+
+
+def test_quickstart_runs_the_whole_job(tmp_path):
+    """The README's main job, tiny: LAMMPS water -> training -> evaluation -> figures."""
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "--molecules", "16", "--frames", "12", "--epochs", "1"]
+    assert main(args) == 0
+    assert json.loads((out / "data" / "water" / "manifest.json").read_text())["source"] == "LAMMPS"
+    run = out / "runs" / "eqforce-quickstart"
+    assert (run / "best.pt").is_file() and (run / "metrics.csv").is_file()
+    assert json.loads((run / "eval-water-val.json").read_text())["force_mae"] > 0
+    assert {p.name for p in (out / "figures").iterdir()} == {"eqforce-quickstart_loss.png", "eqforce-quickstart_interactions.png"}
