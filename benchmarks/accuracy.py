@@ -1,0 +1,92 @@
+"""Validation force MAE of each model family on the 216-molecule water set, trained with a wall-clock
+budget on 2 CPU cores: the energy model with and without PME beside mpnn and eqforce.
+
+    python benchmarks/accuracy.py --data DIR [--runs-dir runs] [--collect-only]
+
+Trains the runs below one after another (each stops after the epoch that crosses its --max-minutes), then
+writes benchmarks/results/accuracy.json: rows {"model", "electrostatics", "train_frames", "epochs",
+"train_minutes", "val_force_mae"} from each run's config.json / summary.json. --collect-only skips the
+training and reads runs that already exist (e.g. made in parallel by hand with the same commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+COMMON = ["--checkpoint-every", "1", "--threads", "1", "--no-progress"]
+RUNS = {
+    "nequip-pme-water": ["--model", "nequip", "--electrostatics", "pme", "--cutoff", "4.0", "--hyper", "channels=16",
+                         "--hyper", "layers=2", "--hyper", "l_max=1", "--batch-size", "1", "--lr", "0.005", "--warmup", "1",
+                         "--lr-decay", "0.9", "--epochs", "100", "--patience", "100", "--max-minutes", "55"],
+    "nequip-none-water": ["--model", "nequip", "--electrostatics", "none", "--cutoff", "4.0", "--hyper", "channels=16",
+                          "--hyper", "layers=2", "--hyper", "l_max=1", "--batch-size", "1", "--lr", "0.005", "--warmup",
+                          "1", "--lr-decay", "0.9", "--epochs", "100", "--patience", "100", "--max-minutes", "55"],
+    "eqforce-water": ["--model", "eqforce", "--electrostatics", "none", "--cutoff", "3.4", "--epochs", "15",
+                      "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--lr-decay", "0.85", "--max-minutes", "30",
+                      "--hyper", "hidden=64"],
+    "mpnn-water": ["--model", "mpnn", "--electrostatics", "none", "--cutoff", "3.4", "--epochs", "14", "--batch-size", "4",
+                   "--lr", "1e-3", "--warmup", "1", "--lr-decay", "0.95", "--max-minutes", "30", "--hyper", "hidden=64",
+                   "--hyper", "radial=16", "--hyper", "dropout=0.0"],
+}  # fmt: skip
+
+
+def row_of(run_dir: Path) -> dict:
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "run": run_dir.name,
+        "model": config["model"],
+        "electrostatics": config.get("electrostatics", "none"),
+        "train_frames": config["train_frames"],
+        "val_frames": config["val_frames"],
+        "epochs": summary["epochs_run"],
+        "train_minutes": round(summary["minutes"], 1),
+        "val_force_mae": summary["best_val_force_mae"],
+        "data": config["data"],
+        "hyper": config["hyper"],
+        "cutoff": config["cutoff"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="216-molecule water dataset from gnnmd generate")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--runs", default=",".join(RUNS), help="which of the runs, comma-separated")
+    parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    args = parser.parse_args()
+    names = args.runs.split(",")
+    if not args.collect_only:
+        for name in names:
+            command = ["gnnmd", "train", "--data", str(args.data), "--runs-dir", str(args.runs_dir), "--name", name,
+                       *RUNS[name], *COMMON]  # fmt: skip
+            print("$", " ".join(command), flush=True)
+            subprocess.run(command, check=True)
+    rows = [row_of(args.runs_dir / name) for name in names]
+    for row in rows:
+        print(f"{row['model']:>8} {row['electrostatics']:>5}: val force MAE {row['val_force_mae']:.3f} kcal/mol/A "
+              f"({row['epochs']} epochs, {row['train_minutes']} min, {row['train_frames']} frames)")  # fmt: skip
+    result = {
+        "benchmark": "accuracy",
+        "command": " ".join(["python", *sys.argv]),
+        "commands": {name: " ".join(["gnnmd", "train", "--data", "DATA", "--name", name, *RUNS[name], *COMMON])
+                     for name in names},  # fmt: skip
+        "reference_study_val_force_mae": 4.18,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
