@@ -84,3 +84,25 @@ def test_rdf_command(argon_run, tmp_path, capsys):
     assert 3.4 < row["peak_r"] < 4.2 and row["peak_g"] > 1.5  # liquid argon's first shell
     assert row["peak_r"] == row["peak_r_ref"] and row["integrated_abs_diff"] == 0.0
     assert prefix.with_suffix(".png").stat().st_size > 1000
+
+
+def test_nve_conserves_the_energy_of_a_conservative_model(argon_run, tmp_path):
+    """The energy model (forces = -dE/dr, smooth cutoff) driven by LAMMPS' velocity Verlet: with a small
+    timestep the total energy stays within 1e-3 kcal/mol per atom while potential and kinetic energy trade."""
+    frames = load_frames(argon_run)
+    model = build_model("nequip", channels=8, layers=2, cutoff=6.0)
+    rms = float(np.sqrt((frames.forces**2).mean()))
+    path = tmp_path / "nequip.pt"
+    save_checkpoint(path, model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={"force_scale": 20 * rms})
+    out = tmp_path / "md"
+    data_file = argon_run / "segment_000" / "system.data"
+    args = ["md", "--model", str(path), "--system", str(data_file), "--steps", "20", "--out", str(out)]
+    assert main([*args, "--timestep", "0.5", "--temperature", "300", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_energy"] and not summary["blown_up"]
+    _, _, pe, _, ke, etotal = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2).T
+    assert len(etotal) == 21
+    drift = np.abs(etotal - etotal[0]).max() / 64
+    assert drift < 1e-3, drift
+    assert (pe.max() - pe.min()) / 64 > 10 * drift  # forces did work: the check is not empty
+    assert summary["max_abs_energy_change_per_atom"] == pytest.approx(drift)
