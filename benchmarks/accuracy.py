@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
-import sys
 from pathlib import Path
+
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -74,18 +73,15 @@ def main() -> None:
     for row in rows:
         print(f"{row['model']:>8} {row['electrostatics']:>5}: val force MAE {row['val_force_mae']:.3f} kcal/mol/A "
               f"({row['epochs']} epochs, {row['train_minutes']} min, {row['train_frames']} frames)")  # fmt: skip
-    result = {
-        "benchmark": "accuracy",
-        "command": " ".join(["python", *sys.argv]),
-        "commands": {name: " ".join(["gnnmd", "train", "--data", "DATA", "--name", name, *RUNS[name], *COMMON])
-                     for name in names},  # fmt: skip
-        "reference_study_val_force_mae": 4.18,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(
+        args.out,
+        "accuracy",
+        rows,
+        commands={
+            name: " ".join(["gnnmd", "train", "--data", "DATA", "--name", name, *RUNS[name], *COMMON]) for name in names
+        },
+        reference_study_val_force_mae=4.18,
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,14 +91,10 @@ def default_water(workdir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="a water dataset (default: generate one 648-atom frame)")
     parser.add_argument("--cutoff", type=float, default=3.4, help="A (the study's water cutoff)")
-    parser.add_argument(
-        "--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)"
-    )
+    parser.add_argument("--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)")
     parser.add_argument(
         "--all-pairs-max-gb",
         type=float,
@@ -125,9 +120,7 @@ def main() -> None:
                 atoms = base_atoms * reps**3
                 # d (N,N,3), r (N,N), temporaries and masks: ~35 bytes per pair measured (10.5 GB at 17,496 atoms)
                 if method == "all-pairs" and atoms**2 * 35 / 1e9 > args.all_pairs_max_gb:
-                    print(
-                        f"all-pairs: {atoms} atoms would need ~{atoms**2 * 35 / 1e9:.0f} GB; stopping there"
-                    )
+                    print(f"all-pairs: {atoms} atoms would need ~{atoms**2 * 35 / 1e9:.0f} GB; stopping there")
                     break
                 command = [
                     sys.executable,
@@ -155,20 +148,8 @@ def main() -> None:
         "per_atom_time_ratio_largest_vs_5k": vesin[largest] / vesin[near_5k],
         "compared_atoms": [near_5k, largest],
     }
-    result = {
-        "benchmark": "graph_scaling",
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "cutoff": args.cutoff,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
-        "summary": summary,
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"time per atom at {largest} atoms / at {near_5k} atoms: {summary['per_atom_time_ratio_largest_vs_5k']:.2f}"
-    )
-    print(f"wrote {args.out}")
+    write_results(args.out, "graph_scaling", rows, cutoff=args.cutoff, summary=summary)
+    print(f"time per atom at {largest} atoms / at {near_5k} atoms: {summary['per_atom_time_ratio_largest_vs_5k']:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULTS = HERE / "results"
 
 
@@ -115,17 +114,11 @@ def run_system(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--water-model", type=Path, default=HERE / "models" / "nequip-pme-water.pt")
     parser.add_argument("--argon-model", type=Path, default=HERE / "models" / "nequip-argon-finetuned.pt")
-    parser.add_argument(
-        "--water-data", type=Path, required=True, help="water dataset (its segment_000 is the start)"
-    )
-    parser.add_argument(
-        "--argon-data", type=Path, required=True, help="argon dataset (its segment_000 is the start)"
-    )
+    parser.add_argument("--water-data", type=Path, required=True, help="water dataset (its segment_000 is the start)")
+    parser.add_argument("--argon-data", type=Path, required=True, help="argon dataset (its segment_000 is the start)")
     parser.add_argument("--picoseconds", type=float, default=5.0)
     parser.add_argument("--water-timestep", type=float, default=1.0, help="fs (flexible O-H bonds)")
     parser.add_argument("--argon-timestep", type=float, default=2.0, help="fs")
@@ -141,15 +134,7 @@ def main() -> None:
         timestep = args.water_timestep if name == "water" else args.argon_timestep
         rows.append(run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work))
         print(json.dumps(rows[-1], indent=1), flush=True)
-    result = {
-        "benchmark": "md",
-        "command": " ".join(["python", *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, "md", rows)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,9 +68,7 @@ def step_function(family: str, electrostatics: str, data: Path, reps: int):
         with torch.enable_grad() if model.needs_grad else torch.no_grad():
             forces = model(graph)["forces"].detach()
         if coulomb is not None:
-            _, coulomb_forces = coulomb(
-                torch.as_tensor(positions, dtype=torch.float64), torch.as_tensor(cell)
-            )
+            _, coulomb_forces = coulomb(torch.as_tensor(positions, dtype=torch.float64), torch.as_tensor(cell))
             forces = forces + coulomb_forces.to(forces.dtype)
         return forces
 
@@ -166,19 +164,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="a water dataset (default: generate one 648-atom frame)")
     parser.add_argument("--models", default="mpnn,eqforce,nequip")
-    parser.add_argument(
-        "--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)"
-    )
+    parser.add_argument("--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
-    parser.add_argument(
-        "--child", nargs=4, metavar=("KIND", "MODEL", "ELECTROSTATICS", "REPS"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "ELECTROSTATICS", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, family, elec, reps = args.child
@@ -234,19 +226,15 @@ def main() -> None:
         }
         near_5k, largest = min(per_atom, key=lambda a: abs(a - 5000)), max(per_atom)
         flatness[f"{model}/{elec}"] = per_atom[largest] / per_atom[near_5k]
-    result = {
-        "benchmark": "scaling",
-        "command": " ".join(["python", *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
-        "per_atom_time_ratio_largest_vs_5k": flatness,
-        "training_seconds_per_frame": [
-            {"model": t["model"], "atoms": t["atoms"], "seconds_per_frame": t["seconds_per_step"]}
-            for t in training
+    write_results(
+        args.out,
+        "scaling",
+        rows,
+        per_atom_time_ratio_largest_vs_5k=flatness,
+        training_seconds_per_frame=[
+            {"model": t["model"], "atoms": t["atoms"], "seconds_per_frame": t["seconds_per_step"]} for t in training
         ],
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    )
     plot(rows, args.out.with_suffix(".png"))
     print(json.dumps(flatness, indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

@@ -9,15 +9,12 @@ Writes benchmarks/results/throughput.json: rows {"model", "electrostatics", "ato
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,15 +60,7 @@ def main() -> None:
             print(
                 f"{row['model']:>8} {row['electrostatics']:>5} {row['atoms']:>6} atoms {rate:10.0f} atoms/s", flush=True
             )
-    result = {
-        "benchmark": "throughput",
-        "command": " ".join(["python", *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads, "platform": platform.platform()},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, "throughput", rows, torch_threads=args.threads)
 
 
 if __name__ == "__main__":
