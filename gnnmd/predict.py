@@ -29,7 +29,14 @@ class ModelForces:
     """Forces (kcal/mol/A) and energy (kcal/mol, None for direct-force models) of a checkpoint's model
     for positions and a cell of one system."""
 
-    def __init__(self, checkpoint, topology, system: str = "system", allow_unknown_types: bool = False):
+    def __init__(
+        self,
+        checkpoint,
+        topology,
+        system: str = "system",
+        allow_unknown_types: bool = False,
+        electrostatics: bool = True,
+    ):
         from gnnmd.train.checkpoint import load_model
 
         self.model, self.info = load_model(checkpoint)
@@ -37,13 +44,14 @@ class ModelForces:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)
         self.builder = GraphBuilder(topology, self.info["cutoff"])
         self.topology = topology
+        self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.with_coulomb = None  # PME set up on the first cell seen
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
         from gnnmd.models.electrostatics import with_coulomb
 
         if self.with_coulomb is None:
-            self.with_coulomb = with_coulomb(self.model, self.info.get("electrostatics"), self.topology, cell)
+            self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell)
         graph = self.builder(positions, cell)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:

@@ -62,11 +62,16 @@ def _pair_topology(a: dict, b: dict, bonded: bool) -> Topology:
 
 def probe_curve(checkpoint, probe: Probe, points: int = 80, box: float = 60.0) -> dict:
     """The model's force on the second atom along the pair axis (positive = repulsive) over the probe's
-    distance range, and the analytic force there."""
+    distance range, and the analytic force there.
+
+    For a model trained with PME the Coulomb part of an isolated pair is added exactly (q_a q_b / r^2,
+    none for a bonded pair, as LAMMPS' special_bonds), rather than by PME in a large empty box."""
     from gnnmd.predict import ModelForces
 
     topology = _pair_topology(probe.a, probe.b, probe.bond_class == BOND)
-    forces_of = ModelForces(checkpoint, topology, system=f"probe {probe.name}", allow_unknown_types=True)
+    forces_of = ModelForces(
+        checkpoint, topology, system=f"probe {probe.name}", allow_unknown_types=True, electrostatics=False
+    )
     r = np.linspace(*probe.distances, points)
     learned = np.empty(points)
     cell = np.eye(3) * box
@@ -74,6 +79,8 @@ def probe_curve(checkpoint, probe: Probe, points: int = 80, box: float = 60.0) -
         positions = np.array([[box / 2, box / 2, box / 2], [box / 2 + distance, box / 2, box / 2]])
         forces, _ = forces_of(positions, cell)
         learned[k] = forces[1, 0]
+    if forces_of.info.get("electrostatics") and probe.bond_class != BOND:
+        learned += COULOMB * probe.a["charge"] * probe.b["charge"] / r**2
     return {"name": probe.name, "r": r, "learned": learned, "analytic": probe.analytic(r)}
 
 
