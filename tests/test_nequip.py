@@ -218,3 +218,33 @@ def test_learns_water_forces_minus_coulomb(water):
             loss.backward()
             optimizer.step()
     assert val_error() < 0.5 * before
+
+
+def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
+    """Argon's LJ tail reaches past the water model's cutoff: nequip fine-tunes on longer graphs with the
+    parent's weights; a family whose weights are tied to its cutoff refuses with a clear error."""
+    from gnnmd.cli import main
+    from gnnmd.train.checkpoint import load_model
+
+    common = ["--runs-dir", str(tmp_path), "--epochs", "1", "--batch-size", "2", "--no-progress", "--threads", "1"]
+    assert main(["train", "--model", "nequip", "--hyper", "channels=4", "--hyper", "layers=1", "--cutoff", "4.0",
+                 "--data", str(water_run), "--name", "parent", "--electrostatics", "none", *common]) == 0  # fmt: skip
+    parent, _ = load_model(tmp_path / "parent" / "best.pt")
+    stretched = parent.with_cutoff(6.0)
+    assert stretched.cutoff == 6.0 and stretched.hyper["cutoff"] == 6.0 and float(stretched.avg_num_neighbors) == 0
+    shared = parent.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in stretched.state_dict().items() if k != "avg_num_neighbors")
+
+    assert main(["finetune", "--from", str(tmp_path / "parent" / "best.pt"), "--data", str(argon_run),
+                 "--cutoff", "6.0", "--name", "argon", *common]) == 0  # fmt: skip
+    child, info = load_model(tmp_path / "argon" / "best.pt")
+    assert info["cutoff"] == 6.0 and info["hyper"]["cutoff"] == 6.0 and child.cutoff == 6.0
+    argon = load_frames(argon_run)
+    graph = build_graph(argon.topology, argon.positions[0], argon.cells[0], 6.0)
+    # the neighbour count was refitted on argon at 6 A (about 17 neighbours), not kept from water at 4 A
+    assert float(child.avg_num_neighbors) == pytest.approx(graph.num_edges / graph.num_nodes, rel=0.2)
+
+    assert main(["train", "--model", "eqforce", "--hyper", "hidden=8", "--cutoff", "4.0", "--data", str(water_run),
+                 "--name", "eq", *common]) == 0  # fmt: skip
+    assert main(["finetune", "--from", str(tmp_path / "eq" / "best.pt"), "--data", str(argon_run), "--cutoff", "6.0",
+                 "--name", "eq-argon", *common]) == 2  # fmt: skip

@@ -99,6 +99,14 @@ class ForceModel(nn.Module):
         self.force_scale.fill_(float(normalisation["force_scale"]))
         self.energy_shift.fill_(float(normalisation.get("energy_shift") or 0.0))
 
+    def with_cutoff(self, cutoff: float) -> "ForceModel":
+        """This model's weights on graphs of another cutoff (for fine-tuning on a system whose interactions
+        reach further). Families whose weights are tied to their cutoff refuse."""
+        raise ValueError(
+            f"a {self.family} model cannot change its cutoff ({self.hyper.get('cutoff')} A) when fine-tuning; "
+            "only nequip can (its radial basis and envelope scale with the cutoff)"
+        )
+
     def parameters_of(self, group: str) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) pairs of a freeze group, or of a raw parameter-name prefix."""
         prefixes = self.freeze_groups.get(group, (group,))

@@ -225,6 +225,14 @@ class NequIP(ForceModel):
             energy = energy.detach()
         return {"energy": energy, "forces": -grad}
 
+    def with_cutoff(self, cutoff: float) -> "NequIP":
+        """The same weights on a longer (or shorter) cutoff: the Bessel basis and envelope are functions of
+        r / cutoff, so they stretch; the mean neighbour count is reset, to be refitted on the new graphs."""
+        model = type(self)(**{**self.hyper, "cutoff": float(cutoff)})
+        model.load_state_dict(self.state_dict())
+        model.avg_num_neighbors.zero_()
+        return model
+
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def fit_scale_shift(self, data, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:

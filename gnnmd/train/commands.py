@@ -26,7 +26,11 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
     p.add_argument("--name", help="run name (default: <model>-<data dir name>)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<name>/ goes (default ./runs)")
-    if not finetune:
+    if finetune:
+        p.add_argument(
+            "--cutoff", type=float, help="graph cutoff in A (default: the parent's; only nequip can change it)"
+        )
+    else:
         p.add_argument("--cutoff", type=float, default=3.4, help="graph cutoff in A (study: 3.4 for water)")
     p.add_argument("--epochs", type=int, default=20 if finetune else 50)
     p.add_argument("--batch-size", type=int, default=4, help="frames per step (per process under torchrun)")
@@ -154,7 +158,7 @@ def run_finetune(args) -> int:
     freeze = [part.strip() for part in args.freeze.split(",") if part.strip()]
     name = args.name or f"{parent['family']}-finetune-{Path(args.data).resolve().name}"
     config = _config(
-        args, init_from=str(args.init_from), freeze=freeze, cutoff=parent["cutoff"], model=parent["family"], name=name
+        args, init_from=str(args.init_from), freeze=freeze, cutoff=args.cutoff or parent["cutoff"], model=parent["family"], name=name
     )
     return _print_summary(train(config))
 

@@ -359,12 +359,17 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
     if config.init_from:
         model, parent_info = load_model(config.init_from)
         config.model = parent_info["family"]
-        config.hyper = dict(parent_info["hyper"])
         if float(config.cutoff) != float(parent_info["cutoff"]):
-            raise ValueError(
-                f"{config.init_from}: the parent was trained with cutoff {parent_info['cutoff']} A; "
-                f"fine-tuning must use the same graphs (got {config.cutoff})"
-            )
+            if config.keep_normalisation:
+                raise ValueError(
+                    f"{config.init_from}: --keep-normalisation keeps the parent's neighbour count, which a new "
+                    f"cutoff ({config.cutoff} A, parent {parent_info['cutoff']} A) changes; drop one of the two"
+                )
+            try:
+                model = model.with_cutoff(config.cutoff)
+            except ValueError as err:
+                raise ValueError(f"{config.init_from}: {err}") from None
+        config.hyper = dict(model.hyper)
         parent = {
             "path": parent_info["path"],
             "sha256": file_sha256(config.init_from),
