@@ -221,8 +221,8 @@ def test_learns_water_forces_minus_coulomb(water):
 
 
 def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
-    """Argon's LJ tail reaches past the water model's cutoff: nequip fine-tunes on longer graphs with the
-    parent's weights; a family whose weights are tied to its cutoff refuses with a clear error."""
+    """Argon's LJ tail reaches past the water model's cutoff: a model fine-tunes on longer graphs with the
+    parent's weights, its radial basis stretched to the new cutoff and its neighbour count refitted."""
     from gnnmd.cli import main
     from gnnmd.train.checkpoint import load_model
 
@@ -247,4 +247,6 @@ def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
     assert main(["train", "--model", "eqforce", "--hyper", "hidden=8", "--cutoff", "4.0", "--data", str(water_run),
                  "--name", "eq", *common]) == 0  # fmt: skip
     assert main(["finetune", "--from", str(tmp_path / "eq" / "best.pt"), "--data", str(argon_run), "--cutoff", "6.0",
-                 "--name", "eq-argon", *common]) == 2  # fmt: skip
+                 "--name", "eq-argon", *common]) == 0  # fmt: skip
+    eq_child, eq_info = load_model(tmp_path / "eq-argon" / "best.pt")
+    assert eq_info["cutoff"] == 6.0 and float(eq_child.basis.centers.max()) == pytest.approx(6.0)

@@ -44,6 +44,7 @@ class EqForce(ForceModel):
         "mp3": ("layers.2",),
         "decoder": ("edge_head",),
     }
+    cutoff_buffers = ("basis.centers",)
 
     def __init__(
         self,

@@ -86,6 +86,7 @@ class ForceModel(nn.Module):
     equivariant = False
     needs_grad = False
     freeze_groups: dict[str, tuple[str, ...]] = {}
+    cutoff_buffers: tuple[str, ...] = ()  # state that a new cutoff recomputes (see with_cutoff)
 
     def __init__(self, **hyper):
         super().__init__()
@@ -100,12 +101,15 @@ class ForceModel(nn.Module):
         self.energy_shift.fill_(float(normalisation.get("energy_shift") or 0.0))
 
     def with_cutoff(self, cutoff: float) -> "ForceModel":
-        """This model's weights on graphs of another cutoff (for fine-tuning on a system whose interactions
-        reach further). Families whose weights are tied to their cutoff refuse."""
-        raise ValueError(
-            f"a {self.family} model cannot change its cutoff ({self.hyper.get('cutoff')} A) when fine-tuning; "
-            "only nequip can (its radial basis and envelope scale with the cutoff)"
-        )
+        """This model's weights on graphs of another cutoff, for fine-tuning on a system whose interactions
+        reach further (argon's LJ tail). Radial bases and envelopes are functions of r / cutoff, so they
+        stretch; the buffers named in `cutoff_buffers` are taken from a fresh model of the new cutoff."""
+        if self.hyper.get("cutoff") is None:  # the weights do not depend on the cutoff (mpnn on raw distance)
+            return self
+        model = type(self)(**{**self.hyper, "cutoff": float(cutoff)})
+        fresh = model.state_dict()
+        model.load_state_dict({k: fresh[k] if k in self.cutoff_buffers else v for k, v in self.state_dict().items()})
+        return model.train(self.training)
 
     def parameters_of(self, group: str) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) pairs of a freeze group, or of a raw parameter-name prefix."""

@@ -53,6 +53,7 @@ class MPNN(ForceModel):
         "mp3": ("layers.2",),
         "decoder": ("decoder",),
     }
+    cutoff_buffers = ("basis.centers",)
 
     def __init__(
         self, hidden: int = 128, mlp_layers: int = 3, layers: int = 3, dropout: float = 0.1, cutoff=None, radial: int = 0

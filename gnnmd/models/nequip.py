@@ -118,6 +118,7 @@ class NequIP(ForceModel):
         "interactions": ("interactions",),
         "readout": ("readout",),
     }
+    cutoff_buffers = ("avg_num_neighbors",)  # 0 = refitted on the new graphs by fit_scale_shift
 
     def __init__(
         self,
@@ -224,14 +225,6 @@ class NequIP(ForceModel):
         if not create_graph:
             energy = energy.detach()
         return {"energy": energy, "forces": -grad}
-
-    def with_cutoff(self, cutoff: float) -> "NequIP":
-        """The same weights on a longer (or shorter) cutoff: the Bessel basis and envelope are functions of
-        r / cutoff, so they stretch; the mean neighbour count is reset, to be refitted on the new graphs."""
-        model = type(self)(**{**self.hyper, "cutoff": float(cutoff)})
-        model.load_state_dict(self.state_dict())
-        model.avg_num_neighbors.zero_()
-        return model
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()

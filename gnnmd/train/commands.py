@@ -28,7 +28,7 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<name>/ goes (default ./runs)")
     if finetune:
         p.add_argument(
-            "--cutoff", type=float, help="graph cutoff in A (default: the parent's; only nequip can change it)"
+            "--cutoff", type=float, help="graph cutoff in A (default: the parent's; argon's LJ tail wants ~7)"
         )
     else:
         p.add_argument("--cutoff", type=float, default=3.4, help="graph cutoff in A (study: 3.4 for water)")

@@ -365,10 +365,7 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
                     f"{config.init_from}: --keep-normalisation keeps the parent's neighbour count, which a new "
                     f"cutoff ({config.cutoff} A, parent {parent_info['cutoff']} A) changes; drop one of the two"
                 )
-            try:
-                model = model.with_cutoff(config.cutoff)
-            except ValueError as err:
-                raise ValueError(f"{config.init_from}: {err}") from None
+            model = model.with_cutoff(config.cutoff)
         config.hyper = dict(model.hyper)
         parent = {
             "path": parent_info["path"],
