@@ -16,6 +16,7 @@ from gnnmd.models.electrostatics import (
     has_charges,
     special_pairs,
     system_electrostatics,
+    with_coulomb,
 )
 from gnnmd.models.nequip import NequIP
 
@@ -106,6 +107,11 @@ def test_special_pairs_and_charges(water, argon_run):
     assert has_charges(water.topology) and not has_charges(argon.topology)
     with pytest.raises(ValueError, match="no charges"):
         system_electrostatics(argon)
+    # a PME-trained model used zero-shot on argon: no Coulomb term to add, the network alone
+    model = NequIP(channels=4, layers=1)
+    config = system_electrostatics(water).config()
+    assert isinstance(with_coulomb(model, config, water.topology, water.cells[0]), WithCoulomb)
+    assert with_coulomb(model, config, argon.topology, argon.cells[0]) is model
 
 
 def test_forces_are_minus_energy_gradient(water, electrostatics):

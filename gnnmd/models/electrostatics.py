@@ -389,7 +389,8 @@ class WithCoulomb(torch.nn.Module):
 
 def with_coulomb(model: torch.nn.Module, config: dict | None, topology, cell) -> torch.nn.Module:
     """The model as trained (`config` None) or, for a model that learned reference minus Coulomb (a
-    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell)."""
-    if config is None:
+    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell).
+    A system without charges (argon, zero-shot) has no Coulomb term: the model alone."""
+    if config is None or not has_charges(topology):
         return model
     return WithCoulomb(model, electrostatics_for(topology, cell, config))
