@@ -59,8 +59,9 @@ def add_generate(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
-def run_generate(args) -> int:
-    from gnnmd.generate import generate, protocol_for
+def protocol_from_args(args):
+    """The Protocol that `gnnmd generate` arguments ask for (also used to check an existing dataset)."""
+    from gnnmd.generate import protocol_for
 
     water = args.system in ("water", "big-water")
     if (args.molecules is not None and not water) or (args.atoms is not None and water):
@@ -68,7 +69,7 @@ def run_generate(args) -> int:
     temperature = args.temperature
     if temperature is not None and not water and temperature[0] == temperature[1]:
         temperature = (protocol_for(args.system, study=args.study).temperature[0], temperature[1])
-    protocol = protocol_for(
+    return protocol_for(
         args.system,
         study=args.study,
         count=args.molecules if water else args.atoms,
@@ -81,6 +82,12 @@ def run_generate(args) -> int:
         seed=args.seed,
         box=tuple(args.box) if args.box else None,
     )
+
+
+def run_generate(args) -> int:
+    from gnnmd.generate import generate
+
+    protocol = protocol_from_args(args)
     manifest = generate(
         protocol, args.out, overwrite=args.overwrite, threads=args.threads, progress=not args.no_progress
     )

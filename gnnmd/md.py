@@ -95,6 +95,9 @@ def run_md(
     has_energy = [False]
 
     def callback(_caller, step, nlocal, tags, x, f):
+        if failure:  # LAMMPS runs on to the end of `run`: skip the model, the run is already lost
+            f[:nlocal] = 0.0
+            return
         try:
             order = np.asarray(tags, dtype=np.int64) - 1
             positions = np.empty((n_atoms, 3))

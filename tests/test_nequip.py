@@ -160,6 +160,40 @@ def test_scale_shift_fit(water):
     assert np.allclose(from_batches["type_scale"], fitted["type_scale"], rtol=1e-6)
     assert np.allclose(from_batches["type_shift"], fitted["type_shift"], rtol=1e-6)
     assert from_batches["avg_num_neighbors"] == pytest.approx(fitted["avg_num_neighbors"], rel=0.05)
+    assert np.allclose(from_batches["shortest_distances"], fitted["shortest_distances"], rtol=1e-6)
+
+
+def test_repulsive_wall_below_the_training_distances(water):
+    """The wall sits at 0.9x the shortest distance of each (type, type, bond class) in the training frames:
+    it leaves every training frame's energy and forces exactly unchanged, and pushes apart an O-H bond
+    squeezed to 0.5 A, where the bare network (never trained there) need not."""
+    walled = make_model(water, dtype=torch.float64)
+    bare = NequIP(**{**walled.hyper, "core_strength": 0.0}).double().eval()
+    bare.load_state_dict(walled.state_dict())
+    topology = water.topology
+    o, h = sorted(int(a) for a in topology.bonds[0])  # an O-H bond (O first in the data file)
+    assert topology.charges[o] < 0 < topology.charges[h]
+    rows = walled._type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
+    bond_lengths = [
+        np.linalg.norm(water.positions[k][a] - water.positions[k][b]) for k in range(len(water)) for a, b in topology.bonds
+    ]  # fmt: skip
+    radius = float(walled.core_radius[rows[o], rows[h], 1])  # class 1: bonded
+    assert radius == float(walled.core_radius[rows[h], rows[o], 1]) == pytest.approx(0.9 * min(bond_lengths), rel=1e-5)
+    for k in range(len(water)):
+        positions, cell = water.positions[k].astype(np.float64), water.cells[k].astype(np.float64)
+        assert np.array_equal(forces_of(walled, topology, positions, cell), forces_of(bare, topology, positions, cell))
+
+    squeezed = water.positions[0].astype(np.float64).copy()
+    bond = squeezed[h] - squeezed[o]
+    squeezed[h] = squeezed[o] + 0.5 * bond / np.linalg.norm(bond)
+    cell = water.cells[0].astype(np.float64)
+    push = forces_of(walled, topology, squeezed, cell) - forces_of(bare, topology, squeezed, cell)
+    unit = bond / np.linalg.norm(bond)
+    expected = 3 * walled.core_strength * (radius - 0.5) ** 2  # -dE/dr of k (r_c - r)^3, on the H along the bond
+    # the O feels only this bond's wall (the squeezed H also nears its H neighbour, whose 1-3 wall acts on the Hs)
+    assert push[o] @ unit == pytest.approx(-expected, rel=1e-9) and push[h] @ unit > 0.9 * expected
+    molecule = np.flatnonzero(topology.molecules == topology.molecules[o])
+    assert np.abs(np.delete(push, molecule, axis=0)).max() == 0.0 and np.abs(push.sum(axis=0)).max() < 1e-9
 
 
 def test_training_step_and_checkpoint_roundtrip(water):

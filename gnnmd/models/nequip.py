@@ -13,7 +13,13 @@ product with radial weights is ~15x cheaper on CPU than a fully connected one (D
 
 E_i = scale_t * e_i + shift_t with per-type scale (force RMS of the type) and shift (least squares on the
 energies), fitted once from training data by `fit_scale_shift`; a type is identified by its (q, eps,
-sigma), and a type never fitted uses the global `force_scale` / `energy_shift` buffers."""
+sigma), and a type never fitted uses the global `force_scale` / `energy_shift` buffers.
+
+A network knows nothing about distances its training data never reached: a water model's O-H bond force
+turns attractive below ~0.6 A, so one rare compression in MD collapses a molecule. `fit_scale_shift` also
+records, per (type, type, bond class), the shortest distance in the training frames; below `core_margin`
+times it a stiff repulsive wall k (r_c - r)^3 (`core_strength` k) keeps MD out of the unexplored region.
+The wall is exactly zero wherever the training data lies, so it does not change what the network learns."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from gnnmd.models.layers import ForceModel, graph_index
 
 MAX_TYPES = 16  # capacity of the per-type scale/shift table (fixed, so checkpoints load into a fresh model)
 TYPE_MATCH_TOLERANCE = 1e-4  # |(q, eps, sigma) - key| below this is the same type
+N_BOND_CLASSES = 3  # other molecule, bonded, 1-3 (the edge one-hot)
 
 
 class BesselBasis(nn.Module):
@@ -108,7 +115,9 @@ class NequIP(ForceModel):
 
     Hyper-parameters: channels (multiplicity of every irrep), l_max (1 or 2), layers (interaction
     blocks), cutoff (A; the graphs must be built with at least this cutoff), n_basis (Bessel functions),
-    radial_hidden (radial MLP width), envelope_p (cutoff polynomial order)."""
+    radial_hidden (radial MLP width), envelope_p (cutoff polynomial order), core_strength (kcal/mol/A^3
+    of the repulsive wall below the training data's shortest distances; 0 turns it off), core_margin
+    (the wall starts at this fraction of each shortest distance)."""
 
     family = "nequip"
     equivariant = True
@@ -129,6 +138,8 @@ class NequIP(ForceModel):
         n_basis: int = 8,
         radial_hidden: int = 64,
         envelope_p: int = 6,
+        core_strength: float = 1000.0,
+        core_margin: float = 0.9,
     ):
         if l_max not in (1, 2):
             raise ValueError(f"l_max must be 1 or 2, got {l_max}")
@@ -142,8 +153,12 @@ class NequIP(ForceModel):
             n_basis=n_basis,
             radial_hidden=radial_hidden,
             envelope_p=envelope_p,
+            core_strength=float(core_strength),
+            core_margin=float(core_margin),
         )
         self.cutoff = float(cutoff)
+        self.core_strength = float(core_strength)
+        self.core_margin = float(core_margin)
         self.envelope_p = int(envelope_p)
         self.embedding = nn.Sequential(nn.Linear(3, channels), nn.SiLU(), nn.Linear(channels, channels))
         self.basis = BesselBasis(cutoff, n_basis)
@@ -167,22 +182,36 @@ class NequIP(ForceModel):
         self.register_buffer("type_keys", torch.zeros(MAX_TYPES, 3))
         self.register_buffer("type_scale", torch.ones(MAX_TYPES))
         self.register_buffer("type_shift", torch.zeros(MAX_TYPES))
+        # wall radius per (receiver type, sender type, bond class); 0 = no wall
+        self.register_buffer("core_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
 
     # ----------------------------------------------------------------------------------------------
-    def _per_atom_scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and shift of each atom's type, matched on (q, eps, sigma); globals for unknown types."""
-        scale = self.force_scale.expand(x.shape[0])
-        shift = self.energy_shift.expand(x.shape[0])
+    def _type_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row of each atom's type in the fitted table, matched on (q, eps, sigma), and whether it is known."""
         n = int(self.n_types)
         if n == 0:
-            return scale, shift
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), torch.zeros_like(x[:, 0], dtype=torch.bool)
         distance = (x[:, None, :] - self.type_keys[None, :n, :].to(x.dtype)).abs().amax(dim=-1)
         best, row = distance.min(dim=1)
-        known = best < TYPE_MATCH_TOLERANCE
-        return (
-            torch.where(known, self.type_scale[row], scale),
-            torch.where(known, self.type_shift[row], shift),
-        )
+        return row, best < TYPE_MATCH_TOLERANCE
+
+    def _per_atom_scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and shift of each atom's type; the globals for types never fitted."""
+        scale = self.force_scale.expand(x.shape[0])
+        shift = self.energy_shift.expand(x.shape[0])
+        if int(self.n_types) == 0:
+            return scale, shift
+        row, known = self._type_rows(x)
+        return torch.where(known, self.type_scale[row], scale), torch.where(known, self.type_shift[row], shift)
+
+    def core_energies(self, x, edge_onehot, r, sender, receiver) -> torch.Tensor:
+        """Per-atom energy of the repulsive wall (half of each pair's on either end of a full neighbour list);
+        exactly zero for pairs at or beyond their wall radius and for types never fitted."""
+        row, known = self._type_rows(x)
+        radius = self.core_radius[row[receiver], row[sender], edge_onehot.argmax(dim=1)].to(r.dtype)
+        radius = radius * (known[receiver] & known[sender]).to(r.dtype)
+        pair = 0.5 * self.core_strength * torch.relu(radius - r) ** 3
+        return torch.zeros(x.shape[0], dtype=r.dtype, device=r.device).index_add(0, receiver, pair)
 
     def atomic_energies(self, x, edge_onehot, vectors, sender, receiver) -> torch.Tensor:
         """E_i (kcal/mol) from node features and edge vectors r_j - r_i (+ shift)."""
@@ -196,7 +225,10 @@ class NequIP(ForceModel):
             h = block(h, sh, edge_features, envelope, sender, receiver, norm)
         e = self.readout(h).squeeze(-1)
         scale, shift = self._per_atom_scale_shift(x)
-        return scale * e + shift
+        energies = scale * e + shift
+        if self.core_strength > 0 and int(self.n_types) > 0:
+            energies = energies + self.core_energies(x, edge_onehot, r, sender, receiver)
+        return energies
 
     def forward(self, batch) -> dict:
         """{"energy": (B,) kcal/mol, "forces": (N, 3) kcal/mol/A}. Edge vectors are rebuilt from positions
@@ -226,6 +258,12 @@ class NequIP(ForceModel):
             energy = energy.detach()
         return {"energy": energy, "forces": -grad}
 
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Checkpoints from before the repulsive wall load with no wall (radius 0)."""
+        state = dict(state_dict)
+        state.setdefault("core_radius", torch.zeros_like(self.core_radius))
+        return super().load_state_dict(state, strict, **kwargs)
+
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def fit_scale_shift(self, data, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:
@@ -246,7 +284,7 @@ class NequIP(ForceModel):
             per_frame = self._frames_rows(data, coulomb, neighbour_frames)
         else:
             per_frame = self._batch_rows(data, coulomb)
-        keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes = per_frame
+        keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes, shortest = per_frame
         scale = np.sqrt(sq_sum / np.maximum(n_comp, 1))
         overall = math.sqrt(sq_sum.sum() / max(n_comp.sum(), 1))
         scale = np.where(scale > 1e-6 * max(overall, 1e-12), scale, overall)
@@ -256,7 +294,10 @@ class NequIP(ForceModel):
             shift = np.zeros(len(keys))
         if float(self.avg_num_neighbors) <= 0 and n_nodes > 0:
             self.avg_num_neighbors.fill_(max(n_edges / n_nodes, 1.0))
-        self._store_types(keys, scale, shift)
+        rows = self._store_types(keys, scale, shift)
+        seen = np.isfinite(shortest)
+        for a, b, c in zip(*np.nonzero(seen)):
+            self.core_radius[rows[a], rows[b], c] = self.core_margin * float(shortest[a, b, c])
         # the fallbacks for types not in the table: this data's overall values
         self.force_scale.fill_(overall)
         if energies is not None and len(energies):
@@ -266,10 +307,12 @@ class NequIP(ForceModel):
             "type_scale": scale.tolist(),
             "type_shift": shift.tolist(),
             "avg_num_neighbors": float(self.avg_num_neighbors),
+            "shortest_distances": np.where(seen, shortest, 0.0).tolist(),
         }
 
-    def _store_types(self, keys, scale, shift) -> None:
-        n = int(self.n_types)
+    def _store_types(self, keys, scale, shift) -> list[int]:
+        """Write each key's scale and shift into its table row (a new row for a new type); returns the rows."""
+        n, rows = int(self.n_types), []
         for key, s, b in zip(keys, scale, shift):
             key_t = torch.as_tensor(key, dtype=self.type_keys.dtype)
             match = (self.type_keys[:n] - key_t).abs().amax(dim=-1) < TYPE_MATCH_TOLERANCE if n else torch.zeros(0)
@@ -281,10 +324,13 @@ class NequIP(ForceModel):
             self.type_keys[row] = key_t
             self.type_scale[row] = float(s)
             self.type_shift[row] = float(b)
+            rows.append(row)
         self.n_types.fill_(n)
+        return rows
 
     def _frames_rows(self, frames, coulomb, neighbour_frames):
         from gnnmd.data import neighbor_list
+        from gnnmd.data.graphs import GraphBuilder
 
         keys, inverse = np.unique(frames.topology.node_features.astype(np.float64), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -298,11 +344,19 @@ class NequIP(ForceModel):
         counts = np.tile(np.bincount(inverse, minlength=len(keys)).astype(np.float64), (len(frames), 1))
         sample = np.unique(np.linspace(0, len(frames) - 1, min(neighbour_frames, len(frames))).astype(int))
         n_edges = sum(len(neighbor_list(frames.positions[k], frames.cells[k], self.cutoff)[0]) for k in sample)
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(len(sample) * frames.topology.n_atoms)
+        builder = GraphBuilder(frames.topology, self.cutoff)
+        graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
+        shortest = _shortest_distances(
+            ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs), len(keys)
+        )
+        n_nodes = float(len(sample) * frames.topology.n_atoms)
+        return keys, sq_sum, n_comp, counts, energies, float(n_edges), n_nodes, shortest
 
     def _batch_rows(self, batches, coulomb):
         xs, force_rows, graph_rows, energy_rows, n_edges, n_nodes, offset = [], [], [], [], 0, 0, 0
+        edge_rows = []  # (receiver, sender) as indices into the concatenated atoms, and the edge attributes
         for batch in batches:
+            edge_rows.append((batch.edge_index[1].numpy() + n_nodes, batch.edge_index[0].numpy() + n_nodes, batch.edge_attr))
             forces = batch.y.double()
             energy = getattr(batch, "energy", None)
             energy = None if energy is None else energy.double().reshape(-1)
@@ -328,4 +382,16 @@ class NequIP(ForceModel):
         counts = np.zeros((offset, len(keys)))
         np.add.at(counts, (graph, inverse), 1.0)
         energies = None if any(e is None for e in energy_rows) else np.concatenate(energy_rows)
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes)
+        shortest = _shortest_distances([(inverse[r], inverse[s], a) for r, s, a in edge_rows], len(keys))
+        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes), shortest
+
+
+def _shortest_distances(edge_sets, n_keys: int) -> np.ndarray:
+    """(n_keys, n_keys, bond classes) shortest distance over all edges; inf where no edge was seen.
+    `edge_sets`: (receiver key, sender key, edge_attr) per graph; edge_attr = one-hot, distance, ..."""
+    shortest = np.full((n_keys, n_keys, N_BOND_CLASSES), np.inf)
+    for receiver, sender, attr in edge_sets:
+        attr = attr.detach().double().cpu().numpy()
+        classes = attr[:, :N_BOND_CLASSES].argmax(axis=1)
+        np.minimum.at(shortest, (receiver, sender, classes), attr[:, N_BOND_CLASSES])
+    return shortest
