@@ -252,6 +252,39 @@ def run_quickstart(args) -> int:
     return 0
 
 
+def add_reproduce(sub) -> None:
+    from gnnmd.reproduce import SCALES
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the reference study end to end: data, training, zero-shot, fine-tuning, table and figures",
+        description="Generate the four datasets with LAMMPS, train every model family on water, evaluate on water, "
+        "big water and zero-shot argon, fine-tune on argon (several frame counts, encoders frozen or not), and write "
+        "reproduction.json, reproduction.md and figures. Resumable: rerun the same command after a stop. Scales: "
+        + "; ".join(f"{name}: {scale.description}" for name, scale in SCALES.items()),
+    )
+    p.add_argument("--scale", choices=sorted(SCALES), default="default")
+    p.add_argument("--work", type=Path, default=Path("reproduce"), help="folder for data/, runs/, evals/, logs/")
+    p.add_argument("--results", type=Path, help="where the JSON, table and figures go (default: WORK/results)")
+    p.add_argument("--jobs", type=int, help="trainings side by side, one torch thread each (default: the scale's)")
+    p.add_argument("--update-readme", type=Path, help="also put the table into this README's reproduction block")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args) -> int:
+    from gnnmd.reproduce import Reproduction, update_readme
+
+    results = args.results or args.work / "results"
+    report = Reproduction(args.scale, args.work, results, args.jobs, not args.no_progress).run()
+    table = (results / "reproduction.md").read_text()
+    if args.update_readme:
+        update_readme(args.update_readme, table)
+    print(table)
+    print(f"{len(report['rows'])} rows in {results / 'reproduction.json'}; figures in {results / 'figures'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rdf(sub)
     add_figures(sub)
     add_quickstart(sub)
+    add_reproduce(sub)
     return parser
 
 

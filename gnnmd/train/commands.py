@@ -195,9 +195,10 @@ def run_evaluate(args) -> int:
     out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
     plot = args.plot or out.with_suffix(".png")
     title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
     parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
     result["plot"] = str(plot)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as handle:
         json.dump(
             {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}, handle, indent=2

@@ -1,0 +1,64 @@
+"""`gnnmd reproduce --scale quick`: the whole study pipeline on tiny LAMMPS systems (a smoke test of the
+pipeline, not of accuracy): every row of the table, the figures, a rerun that redoes nothing, and a clear
+error for a dataset made with another protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gnnmd.cli import main
+from gnnmd.reproduce import SCALES, Reproduction
+
+ROW_KEYS = {"model", "electrostatics", "train_system", "eval_system", "finetune_frames", "frozen", "force_mae",
+            "force_rmse", "mean_abs_force"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    work = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--scale", "quick", "--work", str(work), "--no-progress"]) == 0
+    return work
+
+
+def test_quick_reproduction_has_every_row_and_figure(quick):
+    scale = SCALES["quick"]
+    report = json.loads((quick / "results" / "reproduction.json").read_text())
+    rows = report["rows"]
+    assert len(rows) == 3 * len(scale.water_runs) + 2 * len(scale.finetune_from) * len(scale.finetune_frames)
+    assert all(ROW_KEYS <= set(row) for row in rows)
+    assert all(math.isfinite(row["force_mae"]) and row["force_mae"] > 0 for row in rows)
+    evaluated = {(row["run"], row["eval_system"]) for row in rows}
+    for run in scale.water_runs:
+        assert {(run, "water"), (run, "big-water"), (run, "argon")} <= evaluated
+    tuned = {(row["parent"], row["finetune_frames"], row["frozen"]) for row in rows if row["parent"]}
+    assert tuned == {(p, n, f) for p in scale.finetune_from for n in scale.finetune_frames for f in (False, True)}
+    manifest = json.loads((quick / "data" / "water" / "manifest.json").read_text())
+    assert manifest["source"] == "LAMMPS"
+
+    table = (quick / "results" / "reproduction.md").read_text()
+    assert "4.18" in table and "4.24" in table and table.count("\n| ") == len(rows) + 3  # study rows + ours
+    figures = {p.name for p in (quick / "results" / "figures").iterdir()}
+    expected = {"error_vs_system_size.png", "error_vs_finetune_frames.png"}
+    expected |= {f"{run}_loss.png" for run in scale.water_runs} | {f"{run}_interactions.png" for run in scale.water_runs}
+    expected |= {f"argon_interactions_{p.removesuffix('-water')}.png" for p in scale.finetune_from}
+    assert expected <= figures
+
+
+def test_rerun_redoes_nothing(quick):
+    logs = {p.name: p.read_text() for p in (quick / "logs").iterdir()}
+    assert main(["reproduce", "--scale", "quick", "--work", str(quick), "--no-progress"]) == 0
+    assert {p.name: p.read_text() for p in (quick / "logs").iterdir()} == logs
+
+
+def test_dataset_from_another_protocol_is_refused(quick, tmp_path):
+    manifest_file = quick / "data" / "argon" / "manifest.json"
+    work = tmp_path / "other"
+    (work / "data" / "argon").mkdir(parents=True)
+    manifest = json.loads(manifest_file.read_text())
+    manifest["protocol"]["count"] = 999
+    (work / "data" / "argon" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"argon: made with another protocol: count=999"):
+        Reproduction("quick", work, work / "results").generate_steps()
