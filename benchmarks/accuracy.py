@@ -3,10 +3,11 @@ budget on 2 CPU cores: the energy model with and without PME beside mpnn and eqf
 
     python benchmarks/accuracy.py --data DIR [--runs-dir runs] [--collect-only]
 
-Trains the runs below one after another (each stops after the epoch that crosses its --max-minutes), then
-writes benchmarks/results/accuracy.json: rows {"model", "electrostatics", "train_frames", "epochs",
-"train_minutes", "val_force_mae"} from each run's config.json / summary.json. --collect-only skips the
-training and reads runs that already exist (e.g. made in parallel by hand with the same commands)."""
+Trains the runs of `gnnmd reproduce`'s default scale one after another (each stops after the epoch that
+crosses its --max-minutes), then writes benchmarks/results/accuracy.json: rows {"model", "electrostatics",
+"train_frames", "epochs", "train_minutes", "val_force_mae"} from each run's config.json / summary.json.
+--collect-only skips the training and reads runs that already exist (e.g. WORK/runs of `gnnmd reproduce`,
+which trains them two at a time)."""
 
 from __future__ import annotations
 
@@ -17,23 +18,14 @@ from pathlib import Path
 
 from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
+from gnnmd.reproduce import SCALES
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
-COMMON = ["--checkpoint-every", "1", "--threads", "1", "--no-progress"]
-RUNS = {
-    "nequip-pme-water": ["--model", "nequip", "--electrostatics", "pme", "--cutoff", "4.0", "--hyper", "channels=16",
-                         "--hyper", "layers=2", "--hyper", "l_max=1", "--batch-size", "1", "--lr", "0.005", "--warmup", "1",
-                         "--lr-decay", "0.9", "--epochs", "100", "--patience", "100", "--max-minutes", "55"],
-    "nequip-none-water": ["--model", "nequip", "--electrostatics", "none", "--cutoff", "4.0", "--hyper", "channels=16",
-                          "--hyper", "layers=2", "--hyper", "l_max=1", "--batch-size", "1", "--lr", "0.005", "--warmup",
-                          "1", "--lr-decay", "0.9", "--epochs", "100", "--patience", "100", "--max-minutes", "55"],
-    "eqforce-water": ["--model", "eqforce", "--electrostatics", "none", "--cutoff", "3.4", "--epochs", "15",
-                      "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--lr-decay", "0.85", "--max-minutes", "30",
-                      "--hyper", "hidden=64"],
-    "mpnn-water": ["--model", "mpnn", "--electrostatics", "none", "--cutoff", "3.4", "--epochs", "14", "--batch-size", "4",
-                   "--lr", "1e-3", "--warmup", "1", "--lr-decay", "0.95", "--max-minutes", "30", "--hyper", "hidden=64",
-                   "--hyper", "radial=16", "--hyper", "dropout=0.0"],
-}  # fmt: skip
+# the default scale of `gnnmd reproduce` defines the runs (one place for both)
+SCALE = SCALES["default"]
+RUNS = SCALE.water_runs
+COMMON = [*SCALE.train_common, "--threads", "1", "--no-progress"]
 
 
 def row_of(run_dir: Path) -> dict:

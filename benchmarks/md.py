@@ -115,8 +115,8 @@ def run_system(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--water-model", type=Path, default=HERE / "models" / "nequip-pme-water.pt")
-    parser.add_argument("--argon-model", type=Path, default=HERE / "models" / "nequip-argon-finetuned.pt")
+    parser.add_argument("--water-model", type=Path, default=HERE / "models" / "nequip-pme-water" / "best.pt")
+    parser.add_argument("--argon-model", type=Path, default=HERE / "models" / "nequip-argon-finetuned" / "best.pt")
     parser.add_argument("--water-data", type=Path, required=True, help="water dataset (its segment_000 is the start)")
     parser.add_argument("--argon-data", type=Path, required=True, help="argon dataset (its segment_000 is the start)")
     parser.add_argument("--picoseconds", type=float, default=5.0)
