@@ -2,19 +2,18 @@
 (replicated boxes of real LAMMPS water), beside LAMMPS' own time per MD step for the same system; and
 training time per 648-atom frame.
 
-    python benchmarks/scaling.py [--data DIR] [--reps 1,2,4,6] [--models mpnn,eqforce,nequip]
+    python benchmarks/scaling.py [--data DIR] [--reps 1,2,3,4,6] [--models mpnn,eqforce,nequip]
 
 A step is what MD needs per timestep: graph from positions and cell, forward pass, forces (autograd for
-the energy model) and, with PME, the Coulomb forces. Weights are untrained: the cost does not depend on
-them. Each point runs in its own process so its peak memory (VmHWM above the resident size before the
-step) is its own. Writes benchmarks/results/scaling.json (rows {"model", "electrostatics", "atoms",
+the energy model) and, with PME, the Coulomb forces. Each family has the size of its shipped model in
+benchmarks/models/; LAMMPS gets as many OpenMP threads as torch has. Each point runs in its own process
+so its peak memory (VmHWM above the resident size before the step) is its own. Writes benchmarks/results/scaling.json (rows {"model", "electrostatics", "atoms",
 "seconds_per_step", "peak_mb"}; "model": "lammps" for the reference) and scaling.png."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,21 @@ def _replicated(data: Path, reps: int):
     return replicate(frames.topology, frames.positions[0], frames.cells[0].astype(np.float64), (reps,) * 3)
 
 
-# the cutoffs used for training: the study's 3.4 A for mpnn, the families' defaults otherwise
-CUTOFFS = {"mpnn": 3.4}
+# the size of each family that the repository ships (cost depends on channels, layers and cutoff, not on
+# the weights); a family without a shipped model falls back to its defaults
+SHIPPED = Path(__file__).resolve().parent / "models"
+SHIPPED_RUN = {"mpnn": "mpnn-water", "eqforce": "eqforce-water", "nequip": "nequip-pme-water"}
 
 
 def _model(family: str):
     from gnnmd.models import build_model
+    from gnnmd.train.checkpoint import load_model
 
-    model = build_model(family, **({"cutoff": CUTOFFS[family]} if family in CUTOFFS else {}))
-    return model
+    checkpoint = SHIPPED / SHIPPED_RUN.get(family, family) / "best.pt"
+    if checkpoint.is_file():
+        model, _ = load_model(checkpoint, family)
+        return model
+    return build_model(family)
 
 
 def step_function(family: str, electrostatics: str, data: Path, reps: int):
@@ -75,11 +80,17 @@ def step_function(family: str, electrostatics: str, data: Path, reps: int):
     return step, topology.n_atoms
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def lammps_function(data: Path, reps: int):
     """LAMMPS running SPC/Fw (lj/cut/coul/long + pppm 1e-5) on the same replicated system: one step."""
     from gnnmd.lammps import load_system_commands, start_lammps
 
-    lmp = start_lammps(threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    lmp = start_lammps(threads=torch_threads())
     segment = data / "segment_000"
     lmp.commands_list(
         load_system_commands(segment / "system.data", "spcfw.ff")
@@ -167,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="a water dataset (default: generate one 648-atom frame)")
     parser.add_argument("--models", default="mpnn,eqforce,nequip")
-    parser.add_argument("--max-reps", type=int, default=6, help="largest n of the n x n x n replica (6: 139,968 atoms)")
+    parser.add_argument("--reps", default="1,2,3,4,6", help="n of the n x n x n replicas (6: 139,968 atoms)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "ELECTROSTATICS", "REPS"), help=argparse.SUPPRESS)

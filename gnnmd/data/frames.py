@@ -177,7 +177,6 @@ def replicate(topology: Topology, positions: np.ndarray, cell: np.ndarray, reps:
     copy). Used for scaling benchmarks and size-consistency checks."""
     nx, ny, nz = reps
     n = topology.n_atoms
-    dtype = np.asarray(positions).dtype
     positions = make_whole(topology, positions, cell)
     shifts = np.array([(a, b, c) for a in range(nx) for b in range(ny) for c in range(nz)], dtype=np.float64)
     copies = len(shifts)
