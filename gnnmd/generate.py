@@ -80,7 +80,7 @@ STUDY = {
 # Defaults: minutes, not hours, and equilibrated before the first frame; fewer, less correlated frames.
 DEFAULTS = {
     "water": replace(STUDY["water"], segments=10, frames=510, stride=20, equil_steps=5000),
-    "big-water": replace(STUDY["big-water"], frames=20, equil_steps=1000),
+    "big-water": replace(STUDY["big-water"], frames=20),  # 5000 steps: 1600 molecules need them to settle
     "argon": STUDY["argon"],
     "argon-train": replace(STUDY["argon-train"], frames=1000),
 }
