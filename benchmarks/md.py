@@ -28,11 +28,15 @@ def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: in
     """Plain LAMMPS with the system's own force field, NVE from the same start."""
     from gnnmd.lammps import load_system_commands, start_lammps
 
+    from gnnmd.generate import DEFAULTS
+
     manifest = json.loads((data_dir / "manifest.json").read_text())
+    # datasets written before the manifest named its force field used the system's default one
+    forcefield = manifest["protocol"].get("forcefield") or DEFAULTS[manifest["system"]].forcefield
     out.mkdir(parents=True, exist_ok=True)
     lmp = start_lammps(log=out / "log.lammps")
     lmp.commands_list(
-        load_system_commands(data_dir / "segment_000" / "system.data", manifest["protocol"]["forcefield"])
+        load_system_commands(data_dir / "segment_000" / "system.data", forcefield)
         + [
             "fix integrate all nve",
             f"timestep {timestep}",
