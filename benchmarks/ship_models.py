@@ -3,7 +3,7 @@ model of each family and the argon fine-tuned energy model, each as a small run 
 config.json, summary.json, metrics.csv and the manifest of the dataset it was trained on), so that
 `gnnmd evaluate`, `gnnmd figures --run` and `gnnmd md` work right after installing.
 
-    python benchmarks/ship_models.py --runs reproduce/runs"""
+    python benchmarks/ship_models.py --runs reproduce/runs [--only nequip-pme-water ...]"""
 
 from __future__ import annotations
 
@@ -27,8 +27,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, required=True, help="runs/ folder of a `gnnmd reproduce` work folder")
     parser.add_argument("--out", type=Path, default=MODELS)
+    parser.add_argument("--only", nargs="+", choices=sorted(SHIPPED), help="ship these models only (e.g. the runs "
+                        "a reproduction still under way has finished)")
     args = parser.parse_args()
     for name, run in SHIPPED.items():
+        if args.only and name not in args.only:
+            continue
         source, target = args.runs / run, args.out / name
         missing = [f for f in FILES if not (source / f).is_file()]
         if missing:
