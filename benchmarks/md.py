@@ -7,12 +7,14 @@ speed and structure (RDF peaks). The defaults use the shipped models in benchmar
 Each system starts from the data file its dataset wrote (an equilibrated configuration with velocities);
 the model run and the LAMMPS reference run the same number of NVE steps with dumps at the same stride.
 Writes benchmarks/results/md.json (rows {"system", "model", "ensemble", "timestep_fs", "steps",
-"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}) and md_<system>.png."""
+"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}) and md_<system>.png;
+`--systems water` runs one system and keeps the other rows of md.json."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from results_file import write_results  # noqa: E402  (benchmarks/ is the script
 RESULTS = HERE / "results"
 
 
-def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: int, out: Path) -> dict:
-    """Plain LAMMPS with the system's own force field, NVE from the same start."""
+def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: int, out: Path, threads: int) -> dict:
+    """Plain LAMMPS with the system's own force field, NVE from the same start, on as many threads as the
+    model gets (torch's), so that the speed ratio compares like with like."""
     from gnnmd.lammps import load_system_commands, start_lammps
 
     from gnnmd.generate import DEFAULTS
@@ -34,7 +37,7 @@ def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: in
     # datasets written before the manifest named its force field used the system's default one
     forcefield = manifest["protocol"].get("forcefield") or DEFAULTS[manifest["system"]].forcefield
     out.mkdir(parents=True, exist_ok=True)
-    lmp = start_lammps(log=out / "log.lammps")
+    lmp = start_lammps(log=out / "log.lammps", threads=threads)
     lmp.commands_list(
         load_system_commands(data_dir / "segment_000" / "system.data", forcefield)
         + [
@@ -66,6 +69,8 @@ def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: in
 def run_system(
     name: str, model: Path, data_dir: Path, picoseconds: float, timestep: float, dump_every: int, work: Path
 ) -> dict:
+    import torch
+
     from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
     from gnnmd.md import run_md
 
@@ -83,7 +88,8 @@ def run_system(
         progress=True,
     )
     print(f"{name}: plain LAMMPS", flush=True)
-    reference = lammps_reference(data_dir, steps, timestep, dump_every, work / f"{name}_lammps")
+    threads = torch.get_num_threads()
+    reference = lammps_reference(data_dir, steps, timestep, dump_every, work / f"{name}_lammps", threads)
     dumps = {
         "model": work / f"{name}_model" / "trajectory.lammpstrj",
         "lammps": work / f"{name}_lammps" / "trajectory.lammpstrj",
@@ -110,6 +116,7 @@ def run_system(
         "steps_per_second": summary["steps_per_second"],
         "lammps_steps_per_second": reference["steps_per_second"],
         "speed_ratio_vs_lammps": summary["steps_per_second"] / reference["steps_per_second"],
+        "threads": threads,
         "rdf": {
             pair: {k: row[k] for k in ("peak_r", "peak_r_ref", "peak_g", "peak_g_ref", "integrated_abs_diff")}
             for pair, row in comparison.items()
@@ -136,9 +143,13 @@ def main() -> None:
         model = args.water_model if name == "water" else args.argon_model
         data = args.water_data if name == "water" else args.argon_data
         timestep = args.water_timestep if name == "water" else args.argon_timestep
-        rows.append(run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work))
+        row = run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work)
+        rows.append({**row, "command": " ".join(["python", *sys.argv])})
         print(json.dumps(rows[-1], indent=1), flush=True)
-    write_results(args.out, "md", rows)
+    # a run of some systems keeps the rows of the others (each row says how it was made)
+    run = {row["system"] for row in rows}
+    kept = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    write_results(args.out, "md", [row for row in kept if row["system"] not in run] + rows)
 
 
 if __name__ == "__main__":
