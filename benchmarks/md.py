@@ -96,10 +96,14 @@ def run_system(
     }
     r_max = min(default_r_max(data_file, d) for d in dumps.values())
     skip = 10  # leave the first frames (the shared start) out of the structure
-    rdf_model = compute_rdfs(data_file, dumps["model"], r_max=r_max, skip=skip)
-    rdf_lammps = compute_rdfs(data_file, dumps["lammps"], r_max=r_max, skip=skip)
-    plot_rdfs(rdf_lammps, rdf_model, RESULTS / f"md_{name}.png", labels=("LAMMPS", "gnnmd model"))
-    comparison = compare_rdfs(rdf_lammps, rdf_model)
+    # a blown-up run's structure is that of the frames before it failed, against the same span of LAMMPS
+    stop = None if summary["failed_at_step"] is None else summary["failed_at_step"] // dump_every
+    comparison = {}
+    if stop is None or stop > skip + 1:
+        rdf_model = compute_rdfs(data_file, dumps["model"], r_max=r_max, skip=skip, stop=stop)
+        rdf_lammps = compute_rdfs(data_file, dumps["lammps"], r_max=r_max, skip=skip, stop=stop)
+        plot_rdfs(rdf_lammps, rdf_model, RESULTS / f"md_{name}.png", labels=("LAMMPS", "gnnmd model"))
+        comparison = compare_rdfs(rdf_lammps, rdf_model)
     return {
         "system": name,
         "model": str(model.relative_to(HERE.parent) if model.is_relative_to(HERE.parent) else model),
@@ -113,6 +117,8 @@ def run_system(
         "mean_temperature": summary["mean_temperature"],
         "lammps_mean_temperature": reference["mean_temperature"],
         "blown_up": summary["blown_up"],
+        "failed_at_step": summary["failed_at_step"],
+        "failure": summary["failure"],
         "steps_per_second": summary["steps_per_second"],
         "lammps_steps_per_second": reference["steps_per_second"],
         "speed_ratio_vs_lammps": summary["steps_per_second"] / reference["steps_per_second"],

@@ -151,6 +151,13 @@ def run_md_command(args) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    if summary["blown_up"]:
+        print(
+            f"gnnmd md: the run blew up at step {summary['failed_at_step']} ({summary['failure']}); "
+            f"{args.out}/summary.json and the trajectory up to there are kept",
+            file=sys.stderr,
+        )
+        return 1
     drift = summary["energy_drift_per_atom_per_ps"]
     print(
         f"{args.out}: {summary['steps']} steps of {summary['atoms']} atoms, {summary['steps_per_second']:.1f} steps/s, "
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.add_train(sub)
     train_commands.add_finetune(sub)
     train_commands.add_evaluate(sub)
+    train_commands.add_walls(sub)
     add_md(sub)
     add_rdf(sub)
     add_figures(sub)

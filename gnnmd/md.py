@@ -40,7 +40,10 @@ def run_md(
 ) -> dict:
     """Run `steps` of MD of the system in `data_file` with the model's forces; write the dump, log,
     thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
-    kept (an equilibrated start); NVT needs a temperature."""
+    kept (an equilibrated start); NVT needs a temperature.
+
+    A run whose model fails part-way (non-finite forces, a molecule torn apart) is a result, not a crash:
+    the summary says `blown_up`, the step and the reason, and its statistics cover the steps before."""
     data_file, out = Path(data_file), Path(out)
     if ensemble not in ("nve", "nvt"):
         raise ValueError(f"ensemble must be nve or nvt, got {ensemble!r}")
@@ -91,7 +94,7 @@ def run_md(
     lmp.commands_list(commands)
     n_atoms = topology.n_atoms
     bar = tqdm(total=steps, desc="MD", unit="step", disable=not progress)
-    failure: list[BaseException] = []
+    failure: list[tuple[int, BaseException]] = []
     has_energy = [False]
 
     def callback(_caller, step, nlocal, tags, x, f):
@@ -103,14 +106,16 @@ def run_md(
             positions = np.empty((n_atoms, 3))
             positions[order] = x[:nlocal]
             forces, energy = forces_of(positions, _box_matrix(lmp))
+            if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
+                raise FloatingPointError("the model's forces or energy are not finite")
             f[:nlocal] = forces[order]
             if energy is not None:
                 has_energy[0] = True
                 lmp.fix_external_set_energy_global("model", energy)
             bar.n = min(int(step), steps)
             bar.refresh()
-        except BaseException as err:  # LAMMPS cannot take a Python exception; stop cleanly after the step
-            failure.append(err)
+        except Exception as err:  # LAMMPS cannot take a Python exception; finish the run with zero forces
+            failure.append((int(step), err))
             f[:nlocal] = 0.0
 
     lmp.set_fix_external_callback("model", callback, None)
@@ -121,12 +126,14 @@ def run_md(
         bar.close()
     seconds = time.perf_counter() - started
     lmp.close()
-    if failure:
-        raise RuntimeError(f"the model failed during MD of {data_file}: {failure[0]}") from failure[0]
 
     thermo = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)
+    failed_at = failure[0][0] if failure else None
+    if failed_at is not None:  # what LAMMPS logged after the failure ran on zero forces
+        thermo = thermo[thermo[:, 0] < failed_at]
     step, temp, pe, time_fs, ke, etotal = thermo.T
-    blown_up = not np.all(np.isfinite(thermo))
+    blown_up = failed_at is not None or not np.all(np.isfinite(thermo))
+    steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
     drift = (
         float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0])
         if len(thermo) > 2 and not blown_up
@@ -141,15 +148,17 @@ def run_md(
         "timestep_fs": timestep,
         "steps": steps,
         "seconds": round(seconds, 3),
-        "steps_per_second": steps / seconds,
-        "atom_steps_per_second": steps * n_atoms / seconds,
+        "steps_per_second": steps_run / seconds,
+        "atom_steps_per_second": steps_run * n_atoms / seconds,
         "model_energy": has_energy[0],
         "energy_drift_per_atom_per_ps": drift if has_energy[0] else None,
         "max_abs_energy_change_per_atom": (
-            float(np.abs(etotal - etotal[0]).max() / n_atoms) if has_energy[0] else None
+            float(np.abs(etotal - etotal[0]).max() / n_atoms) if has_energy[0] and len(etotal) else None
         ),
-        "mean_temperature": float(temp.mean()),
+        "mean_temperature": float(temp.mean()) if len(temp) else None,
         "blown_up": blown_up,
+        "failed_at_step": failed_at,
+        "failure": None if failed_at is None else f"{type(failure[0][1]).__name__}: {failure[0][1]}",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

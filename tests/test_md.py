@@ -72,6 +72,23 @@ def test_md_refuses_a_bad_checkpoint(argon_run, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_md_records_a_model_failure_as_a_blown_up_run(argon_run, tmp_path, capsys):
+    """Non-finite model forces end the run as a result (summary `blown_up`, the step and the reason; exit
+    code 1) instead of a crash that would lose the trajectory."""
+    frames = load_frames(argon_run)
+    model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
+    next(model.parameters()).data.fill_(float("nan"))
+    path = save_checkpoint(tmp_path / "nan.pt", model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={})
+    out = tmp_path / "md"
+    data_file = argon_run / "segment_000" / "system.data"
+    args = ["md", "--model", str(path), "--system", str(data_file), "--steps", "10", "--out", str(out), "--no-progress"]
+    assert main(args) == 1
+    assert "blew up at step 0" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["blown_up"] and summary["failed_at_step"] == 0 and "not finite" in summary["failure"]
+    assert (out / "trajectory.lammpstrj").is_file()
+
+
 def test_rdf_command(argon_run, tmp_path, capsys):
     segment = argon_run / "segment_000"
     prefix = tmp_path / "argon_rdf"

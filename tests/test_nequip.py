@@ -12,7 +12,7 @@ import torch
 from e3nn import o3
 
 from gnnmd.data import FrameDataset, build_graph, load_frames, make_loader
-from gnnmd.data.frames import replicate
+from gnnmd.data.frames import make_whole, replicate
 from gnnmd.models.nequip import NequIP, polynomial_envelope
 
 CUTOFF = 4.0
@@ -194,6 +194,64 @@ def test_repulsive_wall_below_the_training_distances(water):
     assert push[o] @ unit == pytest.approx(-expected, rel=1e-9) and push[h] @ unit > 0.9 * expected
     molecule = np.flatnonzero(topology.molecules == topology.molecules[o])
     assert np.abs(np.delete(push, molecule, axis=0)).max() == 0.0 and np.abs(push.sum(axis=0)).max() < 1e-9
+
+
+def test_stretch_wall_beyond_the_longest_bond(water):
+    """Pairs of one molecule get a second wall beyond the longest distance / 0.9 seen in training: an O-H
+    bond pulled to 2 A is pulled back with -dE/dr of k (r - r_s)^3, which the bare network need not do.
+    Pairs of different molecules get none (they may part freely)."""
+    walled = make_model(water, dtype=torch.float64)
+    bare = NequIP(**{**walled.hyper, "core_strength": 0.0}).double().eval()
+    bare.load_state_dict(walled.state_dict())
+    topology = water.topology
+    o, h = sorted(int(a) for a in topology.bonds[0])
+    rows = walled._type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
+    whole = [make_whole(topology, water.positions[k], water.cells[k]) for k in range(len(water))]  # unwrapped molecules
+    bond_lengths = [np.linalg.norm(x[a] - x[b]) for x in whole for a, b in topology.bonds]
+    stretch = float(walled.stretch_radius[rows[o], rows[h], 1])
+    assert stretch == pytest.approx(max(bond_lengths) / 0.9, rel=1e-5)
+    assert float(walled.stretch_radius[rows[o], rows[o], 0]) == 0.0 == float(walled.stretch_radius[rows[o], rows[h], 0])
+
+    pulled = water.positions[0].astype(np.float64).copy()
+    bond = pulled[h] - pulled[o]
+    unit = bond / np.linalg.norm(bond)
+    pulled[h] = pulled[o] + 2.0 * unit
+    cell = water.cells[0].astype(np.float64)
+    pull = forces_of(walled, topology, pulled, cell) - forces_of(bare, topology, pulled, cell)
+    expected = 3 * walled.core_strength * (2.0 - stretch) ** 2
+    assert pull[o] @ unit == pytest.approx(expected, rel=1e-9) and pull[h] @ unit < -0.9 * expected
+    assert np.abs(pull.sum(axis=0)).max() < 1e-9
+
+
+def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
+    """`gnnmd walls` gives a checkpoint of the same network with the walls training would have fitted
+    (here: a model saved with its walls removed, as from before they existed), and never overwrites."""
+    from gnnmd.cli import main
+    from gnnmd.train.checkpoint import load_model, save_checkpoint
+
+    walled = make_model(water)
+    state = {k: v for k, v in walled.state_dict().items() if not k.endswith("_radius")}
+    old = NequIP(**walled.hyper)
+    old.load_state_dict(state)  # checkpoints from before the walls load with none
+    assert float(old.core_radius.abs().max()) == 0.0 == float(old.stretch_radius.abs().max())
+    type_table = [{"type_id": i + 1, "name": n, "mass": 1.0, "charge": 0.0, "epsilon": 0.0, "sigma": 0.0} for i, n in enumerate("OH")]
+    source = save_checkpoint(tmp_path / "old.pt", old, cutoff=CUTOFF, type_table=type_table, normalisation={})
+    assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(tmp_path / "new.pt")]) == 0
+    new, info = load_model(tmp_path / "new.pt")
+    assert torch.equal(new.core_radius, walled.core_radius) and torch.equal(new.stretch_radius, walled.stretch_radius)
+    for name, value in walled.state_dict().items():
+        assert torch.equal(new.state_dict()[name], value), name
+    assert info["normalisation"]["walls"]["margin"] == 0.9
+
+    stronger = tmp_path / "stronger.pt"
+    assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(stronger), "--strength", "5e4", "--margin", "0.95"]) == 0
+    model, info = load_model(stronger)
+    assert model.core_strength == 5e4 == info["hyper"]["core_strength"] and model.core_margin == 0.95
+    assert torch.allclose(model.core_radius, walled.core_radius / 0.9 * 0.95)
+
+    capsys.readouterr()
+    assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(stronger)]) == 2
+    assert "exists" in capsys.readouterr().err
 
 
 def test_training_step_and_checkpoint_roundtrip(water):

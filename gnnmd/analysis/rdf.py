@@ -43,9 +43,11 @@ def default_r_max(data_file, dump) -> float:
     return min(10.0, 0.49 * min(_universe(Path(data_file), Path(dump)).dimensions[:3]))
 
 
-def compute_rdfs(data_file, dump, r_max: float | None = None, bins: int = 150, skip: int = 0) -> dict:
-    """g(r) per element pair, intermolecular (pairs within one molecule are left out), over all frames
-    from `skip` on. r_max (default: just under half the first frame's smallest box length, at most
+def compute_rdfs(
+    data_file, dump, r_max: float | None = None, bins: int = 150, skip: int = 0, stop: int | None = None
+) -> dict:
+    """g(r) per element pair, intermolecular (pairs within one molecule are left out), over frames
+    `skip` to `stop` (default: the last). r_max (default: just under half the first frame's smallest box length, at most
     10 A) must stay below half the smallest box length."""
     from MDAnalysis.analysis.rdf import InterRDF
 
@@ -66,7 +68,7 @@ def compute_rdfs(data_file, dump, r_max: float | None = None, bins: int = 150, s
         # exclusion removes the intramolecular pairs (and self pairs)
         block = (len(first) // n_molecules, len(second) // n_molecules)
         analysis = InterRDF(first, second, nbins=bins, range=(0.0, r_max), exclusion_block=block)
-        analysis.run(start=skip)
+        analysis.run(start=skip, stop=stop)
         result[f"{a}-{b}"] = (np.asarray(analysis.results.bins), np.asarray(analysis.results.rdf))
     return result
 

@@ -16,10 +16,13 @@ energies), fitted once from training data by `fit_scale_shift`; a type is identi
 sigma), and a type never fitted uses the global `force_scale` / `energy_shift` buffers.
 
 A network knows nothing about distances its training data never reached: a water model's O-H bond force
-turns attractive below ~0.6 A, so one rare compression in MD collapses a molecule. `fit_scale_shift` also
-records, per (type, type, bond class), the shortest distance in the training frames; below `core_margin`
-times it a stiff repulsive wall k (r_c - r)^3 (`core_strength` k) keeps MD out of the unexplored region.
-The wall is exactly zero wherever the training data lies, so it does not change what the network learns."""
+turns attractive below ~0.6 A, so one rare compression in MD collapses a molecule, and beyond the longest
+bond it saw nothing holds the H, so it drifts off. `fit_walls` (part of `fit_scale_shift`) records, per
+(type, type, bond class), the shortest and longest distance in the training frames; below `core_margin`
+times the shortest a stiff wall k (r_c - r)^3 (`core_strength` k) pushes apart, and for pairs of one molecule
+(bonded, 1-3) beyond the longest divided by `core_margin` a wall k (r - r_s)^3 pulls together. The walls
+are exactly zero wherever the training data lies, so they do not change what the network learns, and
+fitting them onto a trained model (`gnnmd walls`) gives the model training with them would have."""
 
 from __future__ import annotations
 
@@ -182,8 +185,9 @@ class NequIP(ForceModel):
         self.register_buffer("type_keys", torch.zeros(MAX_TYPES, 3))
         self.register_buffer("type_scale", torch.ones(MAX_TYPES))
         self.register_buffer("type_shift", torch.zeros(MAX_TYPES))
-        # wall radius per (receiver type, sender type, bond class); 0 = no wall
+        # wall radii per (receiver type, sender type, bond class); 0 = no wall
         self.register_buffer("core_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
+        self.register_buffer("stretch_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
 
     # ----------------------------------------------------------------------------------------------
     def _type_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,12 +209,15 @@ class NequIP(ForceModel):
         return torch.where(known, self.type_scale[row], scale), torch.where(known, self.type_shift[row], shift)
 
     def core_energies(self, x, edge_onehot, r, sender, receiver) -> torch.Tensor:
-        """Per-atom energy of the repulsive wall (half of each pair's on either end of a full neighbour list);
-        exactly zero for pairs at or beyond their wall radius and for types never fitted."""
+        """Per-atom energy of the walls (half of each pair's on either end of a full neighbour list): exactly
+        zero for pairs between their two wall radii and for types never fitted."""
         row, known = self._type_rows(x)
-        radius = self.core_radius[row[receiver], row[sender], edge_onehot.argmax(dim=1)].to(r.dtype)
-        radius = radius * (known[receiver] & known[sender]).to(r.dtype)
-        pair = 0.5 * self.core_strength * torch.relu(radius - r) ** 3
+        index = (row[receiver], row[sender], edge_onehot.argmax(dim=1))
+        fitted = (known[receiver] & known[sender]).to(r.dtype)
+        core = self.core_radius[index].to(r.dtype) * fitted
+        stretch = self.stretch_radius[index].to(r.dtype)
+        stretched = torch.where((stretch > 0) & (fitted > 0), torch.relu(r - stretch), torch.zeros_like(r))
+        pair = 0.5 * self.core_strength * (torch.relu(core - r) ** 3 + stretched**3)
         return torch.zeros(x.shape[0], dtype=r.dtype, device=r.device).index_add(0, receiver, pair)
 
     def atomic_energies(self, x, edge_onehot, vectors, sender, receiver) -> torch.Tensor:
@@ -259,9 +266,10 @@ class NequIP(ForceModel):
         return {"energy": energy, "forces": -grad}
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
-        """Checkpoints from before the repulsive wall load with no wall (radius 0)."""
+        """Checkpoints from before the walls load without them (radius 0)."""
         state = dict(state_dict)
         state.setdefault("core_radius", torch.zeros_like(self.core_radius))
+        state.setdefault("stretch_radius", torch.zeros_like(self.stretch_radius))
         return super().load_state_dict(state, strict, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
@@ -284,7 +292,7 @@ class NequIP(ForceModel):
             per_frame = self._frames_rows(data, coulomb, neighbour_frames)
         else:
             per_frame = self._batch_rows(data, coulomb)
-        keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes, shortest = per_frame
+        keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes, (shortest, longest) = per_frame
         scale = np.sqrt(sq_sum / np.maximum(n_comp, 1))
         overall = math.sqrt(sq_sum.sum() / max(n_comp.sum(), 1))
         scale = np.where(scale > 1e-6 * max(overall, 1e-12), scale, overall)
@@ -295,9 +303,7 @@ class NequIP(ForceModel):
         if float(self.avg_num_neighbors) <= 0 and n_nodes > 0:
             self.avg_num_neighbors.fill_(max(n_edges / n_nodes, 1.0))
         rows = self._store_types(keys, scale, shift)
-        seen = np.isfinite(shortest)
-        for a, b, c in zip(*np.nonzero(seen)):
-            self.core_radius[rows[a], rows[b], c] = self.core_margin * float(shortest[a, b, c])
+        self._set_walls(rows, shortest, longest)
         # the fallbacks for types not in the table: this data's overall values
         self.force_scale.fill_(overall)
         if energies is not None and len(energies):
@@ -307,7 +313,49 @@ class NequIP(ForceModel):
             "type_scale": scale.tolist(),
             "type_shift": shift.tolist(),
             "avg_num_neighbors": float(self.avg_num_neighbors),
-            "shortest_distances": np.where(seen, shortest, 0.0).tolist(),
+            "shortest_distances": np.where(np.isfinite(shortest), shortest, 0.0).tolist(),
+            "longest_distances": np.where(np.isfinite(longest), longest, 0.0).tolist(),
+        }
+
+    def _set_walls(self, rows: list[int], shortest: np.ndarray, longest: np.ndarray) -> None:
+        """Wall radii from the distance range of each (type, type, bond class); `rows`: table row of each key.
+        Pairs of different molecules (class 0) get no stretch wall: they may part freely."""
+        for a, b, c in zip(*np.nonzero(np.isfinite(shortest))):
+            self.core_radius[rows[a], rows[b], c] = self.core_margin * float(shortest[a, b, c])
+            if c > 0:
+                self.stretch_radius[rows[a], rows[b], c] = float(longest[a, b, c]) / self.core_margin
+
+    @torch.no_grad()
+    def fit_walls(self, frames, strength: float | None = None, margin: float | None = None) -> dict:
+        """Refit only the walls of a trained model from `frames` (its training data), optionally with a new
+        strength and margin; the network and its normalisation stay as they are. Types not in the model's
+        table are skipped; pairs not in `frames` keep the walls they had. Returns {"shortest_distances", "longest_distances"} per key in table order."""
+        if strength is not None:
+            self.core_strength = self.hyper["core_strength"] = float(strength)
+        if margin is not None:
+            if not 0 < margin <= 1:
+                raise ValueError(f"the wall margin must be in (0, 1], got {margin}")
+            self.core_margin = self.hyper["core_margin"] = float(margin)
+        features = torch.as_tensor(frames.topology.node_features, dtype=self.type_keys.dtype)
+        table_row, known = self._type_rows(features)
+        if not bool(known.any()):
+            raise ValueError("none of these frames' atom types is in the model's type table")
+        # one key per table row, so the distance table is indexed by row
+        inverse = np.where(known.numpy(), table_row.numpy(), MAX_TYPES)
+        from gnnmd.data.graphs import GraphBuilder
+
+        builder = GraphBuilder(frames.topology, self.cutoff)
+        graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
+        shortest, longest = _distance_range(
+            ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs),
+            MAX_TYPES + 1,
+        )
+        shortest, longest = shortest[:MAX_TYPES, :MAX_TYPES], longest[:MAX_TYPES, :MAX_TYPES]
+        self._set_walls(list(range(MAX_TYPES)), shortest, longest)
+        n = int(self.n_types)
+        return {
+            "shortest_distances": np.where(np.isfinite(shortest), shortest, 0.0)[:n, :n].tolist(),
+            "longest_distances": np.where(np.isfinite(longest), longest, 0.0)[:n, :n].tolist(),
         }
 
     def _store_types(self, keys, scale, shift) -> list[int]:
@@ -346,11 +394,11 @@ class NequIP(ForceModel):
         n_edges = sum(len(neighbor_list(frames.positions[k], frames.cells[k], self.cutoff)[0]) for k in sample)
         builder = GraphBuilder(frames.topology, self.cutoff)
         graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
-        shortest = _shortest_distances(
+        distances = _distance_range(
             ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs), len(keys)
         )
         n_nodes = float(len(sample) * frames.topology.n_atoms)
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), n_nodes, shortest
+        return keys, sq_sum, n_comp, counts, energies, float(n_edges), n_nodes, distances
 
     def _batch_rows(self, batches, coulomb):
         xs, force_rows, graph_rows, energy_rows, n_edges, n_nodes, offset = [], [], [], [], 0, 0, 0
@@ -382,16 +430,19 @@ class NequIP(ForceModel):
         counts = np.zeros((offset, len(keys)))
         np.add.at(counts, (graph, inverse), 1.0)
         energies = None if any(e is None for e in energy_rows) else np.concatenate(energy_rows)
-        shortest = _shortest_distances([(inverse[r], inverse[s], a) for r, s, a in edge_rows], len(keys))
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes), shortest
+        distances = _distance_range([(inverse[r], inverse[s], a) for r, s, a in edge_rows], len(keys))
+        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes), distances
 
 
-def _shortest_distances(edge_sets, n_keys: int) -> np.ndarray:
-    """(n_keys, n_keys, bond classes) shortest distance over all edges; inf where no edge was seen.
-    `edge_sets`: (receiver key, sender key, edge_attr) per graph; edge_attr = one-hot, distance, ..."""
+def _distance_range(edge_sets, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shortest, longest) distance over all edges, each (n_keys, n_keys, bond classes); inf / -inf where no
+    edge was seen. `edge_sets`: (receiver key, sender key, edge_attr) per graph; edge_attr = one-hot,
+    distance, ..."""
     shortest = np.full((n_keys, n_keys, N_BOND_CLASSES), np.inf)
+    longest = np.full((n_keys, n_keys, N_BOND_CLASSES), -np.inf)
     for receiver, sender, attr in edge_sets:
         attr = attr.detach().double().cpu().numpy()
-        classes = attr[:, :N_BOND_CLASSES].argmax(axis=1)
-        np.minimum.at(shortest, (receiver, sender, classes), attr[:, N_BOND_CLASSES])
-    return shortest
+        index = (receiver, sender, attr[:, :N_BOND_CLASSES].argmax(axis=1))
+        np.minimum.at(shortest, index, attr[:, N_BOND_CLASSES])
+        np.maximum.at(longest, index, attr[:, N_BOND_CLASSES])
+    return shortest, longest

@@ -206,3 +206,62 @@ def run_evaluate(args) -> int:
     print(format_table(result, title))
     print(f"wrote {out} and {plot}")
     return 0
+
+
+def add_walls(sub) -> None:
+    p = sub.add_parser(
+        "walls",
+        help="refit an energy model's walls from its training data into a new checkpoint",
+        description="The nequip model's walls keep MD inside the distances its training frames covered (too "
+        "close: pushed apart; a bond or 1-3 pair stretched too far: pulled together). They are zero on the "
+        "training data, so refitting them onto a trained model gives what training with them would have; "
+        "use it for checkpoints from before a wall existed or to change its strength or margin.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="nequip checkpoint (.pt)")
+    p.add_argument("--data", type=Path, required=True, help="the model's training dataset (`gnnmd generate`)")
+    p.add_argument("--out", type=Path, required=True, help="new checkpoint (.pt)")
+    p.add_argument("--strength", type=float, help="wall k in kcal/mol/A^3 (default: the model's)")
+    p.add_argument("--margin", type=float, help="walls at margin x shortest and longest / margin (default: the model's)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run_walls)
+
+
+def run_walls(args) -> int:
+    import torch
+
+    from gnnmd.data import load_frames
+    from gnnmd.train.checkpoint import file_sha256, load_model, read_checkpoint, save_checkpoint
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    model, info = load_model(args.model, family="nequip")
+    walls = model.fit_walls(load_frames(args.data), args.strength, args.margin)
+    payload = read_checkpoint(args.model)
+    normalisation = dict(payload["normalisation"])
+    normalisation["walls"] = {
+        "refit_from": str(args.model),
+        "refit_from_sha256": file_sha256(args.model),
+        "data": str(args.data),
+        "strength": model.core_strength,
+        "margin": model.core_margin,
+        **walls,
+    }
+    save_checkpoint(
+        args.out,
+        model,
+        cutoff=info["cutoff"],
+        type_table=info["type_table"],
+        normalisation=normalisation,
+        config=payload.get("config"),
+        parent=payload.get("parent"),
+        epoch=payload.get("epoch"),
+        metrics=payload.get("metrics"),
+        electrostatics=payload.get("electrostatics"),
+    )
+    with torch.no_grad():
+        radii = {
+            "core": model.core_radius[: int(model.n_types), : int(model.n_types)].tolist(),
+            "stretch": model.stretch_radius[: int(model.n_types), : int(model.n_types)].tolist(),
+        }
+    print(json.dumps({"out": str(args.out), "strength": model.core_strength, "margin": model.core_margin, **radii}))
+    return 0
