@@ -119,8 +119,8 @@ class NequIP(ForceModel):
     Hyper-parameters: channels (multiplicity of every irrep), l_max (1 or 2), layers (interaction
     blocks), cutoff (A; the graphs must be built with at least this cutoff), n_basis (Bessel functions),
     radial_hidden (radial MLP width), envelope_p (cutoff polynomial order), core_strength (kcal/mol/A^3
-    of the repulsive wall below the training data's shortest distances; 0 turns it off), core_margin
-    (the wall starts at this fraction of each shortest distance)."""
+    of the walls outside the training data's distances; 0 turns them off), core_margin (the walls start
+    at this fraction of each shortest distance and at each longest one divided by it)."""
 
     family = "nequip"
     equivariant = True

@@ -1,0 +1,93 @@
+"""Is a water model's larger error on big water (1600 molecules) a size effect or a state effect? Per-frame
+force MAE of one model on the 216-molecule frames (train and validation split) and on big water, against
+each frame's density and mean |F component|.
+
+    python benchmarks/size_transfer.py --model CKPT --water DIR --big-water DIR
+
+The study's 216-molecule protocol starts from a loose 18x18x40 A box and samples while NPT still compresses
+it, so its frames span ~0.78-1.03 g/cm^3, while big water is equilibrated at ~1.02. If the error grows with
+density across the small frames and big water lies on that trend, the gap is the state, not the size.
+Writes benchmarks/results/size_transfer.json (per-frame rows and MAE per density bin)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WATER_MASS_G_PER_MOL = 18.01528
+AVOGADRO_PER_A3 = 0.602214076  # g/cm^3 = (g/mol) / (A^3 x 0.6022)
+
+
+def per_frame_rows(model_path: Path, data: Path, system: str) -> list[dict]:
+    from gnnmd.data import load_frames, split_indices
+    from gnnmd.train.checkpoint import load_model
+    from gnnmd.train.evaluate import evaluate_checkpoint
+
+    frames = load_frames(data)
+    result, info = evaluate_checkpoint(model_path, data, "all", progress=False)
+    n_atoms = frames.topology.n_atoms
+    error = np.abs(result["pred"] - result["ref"]).reshape(len(frames), n_atoms * 3)
+    ref = np.abs(result["ref"]).reshape(len(frames), n_atoms * 3)
+    volume = np.abs(np.linalg.det(frames.cells.astype(np.float64)))
+    density = (n_atoms // 3) * WATER_MASS_G_PER_MOL / (AVOGADRO_PER_A3 * volume)
+    split = np.full(len(frames), "test", dtype=object)
+    if system == "water":  # the model's own train/validation split of these frames
+        config = load_model(model_path)[1]["config"] or {}
+        train, val = split_indices(frames, config.get("val_fraction", 0.1), config.get("split_seed", 0))
+        split[train], split[val] = "train", "val"
+    return [
+        {
+            "system": system,
+            "split": str(split[k]),
+            "frame": k,
+            "density_g_cm3": float(density[k]),
+            "force_mae": float(error[k].mean()),
+            "mean_abs_force": float(ref[k].mean()),
+        }
+        for k in range(len(frames))
+    ]
+
+
+def by_density(rows: list[dict], edges: np.ndarray) -> list[dict]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        for key in sorted({(r["system"], r["split"]) for r in rows}):
+            members = [r for r in rows if (r["system"], r["split"]) == key and lo <= r["density_g_cm3"] < hi]
+            if members:
+                out.append(
+                    {
+                        "system": key[0],
+                        "split": key[1],
+                        "density_from": round(float(lo), 3),
+                        "density_to": round(float(hi), 3),
+                        "frames": len(members),
+                        "force_mae": float(np.mean([r["force_mae"] for r in members])),
+                        "mean_abs_force": float(np.mean([r["mean_abs_force"] for r in members])),
+                    }
+                )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=RESULTS.parent / "models" / "nequip-pme-water" / "best.pt")
+    parser.add_argument("--water", type=Path, required=True)
+    parser.add_argument("--big-water", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=RESULTS / "size_transfer.json")
+    args = parser.parse_args()
+    rows = per_frame_rows(args.model, args.water, "water") + per_frame_rows(args.model, args.big_water, "big-water")
+    bins = by_density(rows, np.array([0.75, 0.85, 0.9, 0.95, 1.0, 1.05]))
+    for row in bins:
+        print(
+            f"{row['system']:>9} {row['split']:>5} rho {row['density_from']:.2f}-{row['density_to']:.2f}: "
+            f"{row['frames']:4d} frames, force MAE {row['force_mae']:.4f}, mean |F| {row['mean_abs_force']:.2f}"
+        )
+    write_results(args.out, "size_transfer", bins, model=str(args.model), frames=rows)
+
+
+if __name__ == "__main__":
+    main()
