@@ -123,3 +123,14 @@ def test_nve_conserves_the_energy_of_a_conservative_model(argon_run, tmp_path):
     assert drift < 1e-3, drift
     assert (pe.max() - pe.min()) / 64 > 10 * drift  # forces did work: the check is not empty
     assert summary["max_abs_energy_change_per_atom"] == pytest.approx(drift)
+
+
+def test_rdf_peak_is_not_quantised_to_the_bins():
+    """The peak of a sampled Gaussian is found between bins, to well under a bin width."""
+    from gnnmd.analysis.rdf import peak
+
+    r = np.arange(0.0, 8.0, 0.05) + 0.025
+    for centre in (2.71, 2.737, 2.76):
+        g = 3.0 * np.exp(-0.5 * ((r - centre) / 0.12) ** 2)
+        position, height = peak(r, g)
+        assert abs(position - centre) < 0.005 and abs(height - 3.0) < 0.05

@@ -74,9 +74,18 @@ def compute_rdfs(
 
 
 def peak(r: np.ndarray, g: np.ndarray) -> tuple[float, float]:
-    """Position and height of the main (highest) peak: the first shell for O-O and Ar-Ar."""
+    """Position and height of the main (highest) peak (the first shell for O-O and Ar-Ar): the vertex of
+    the parabola through the highest bin and its two neighbours, so the position is not quantised to the
+    bin width (~0.05 A, as wide as the tolerance one compares peaks with)."""
     k = int(np.argmax(g))
-    return float(r[k]), float(g[k])
+    if not 0 < k < len(g) - 1:
+        return float(r[k]), float(g[k])
+    left, centre, right = float(g[k - 1]), float(g[k]), float(g[k + 1])
+    curvature = left - 2.0 * centre + right
+    if curvature >= 0:  # flat top: no vertex
+        return float(r[k]), centre
+    offset = 0.5 * (left - right) / curvature  # in bins, within [-0.5, 0.5]
+    return float(r[k] + offset * (r[k + 1] - r[k])), centre - 0.25 * (left - right) * offset
 
 
 def compare_rdfs(reference: dict, trajectory: dict) -> dict:
