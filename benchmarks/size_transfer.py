@@ -8,7 +8,7 @@ The study's 216-molecule protocol starts from a loose 18x18x40 A box and samples
 it, so its frames span ~0.78-1.03 g/cm^3, while big water is equilibrated at ~1.02: the first suspect.
 Measured (shipped nequip-pme-water): the small frames' error does not grow with density (val 0.145 at
 1.00-1.05 g/cm^3), but big water's frames carry larger forces (mean |F| 18.3 against 15.4-16.2), and its
-error relative to them (0.94%) is the small frames' (0.93-1.03%). Writes benchmarks/results/size_transfer.json
+error relative to them (0.94%) is the small frames' (0.92-1.03%). Writes benchmarks/results/size_transfer.json
 (MAE per density bin; per-frame rows under "frames")."""
 
 from __future__ import annotations
