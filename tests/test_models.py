@@ -121,6 +121,9 @@ def test_checkpoint_round_trip_gives_identical_predictions(water, tmp_path, fami
     assert info["hyper"] == model.hyper and info["gnnmd_version"]
     assert float(loaded.force_scale) == 17.5
     assert not list(tmp_path.glob("*.tmp"))  # written via a temp file, renamed
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode == plain.stat().st_mode  # permissions of any file the user writes
 
 
 def test_checkpoint_errors_name_the_file(water, tmp_path):
