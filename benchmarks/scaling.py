@@ -124,16 +124,21 @@ def train_function(family: str, data: Path):
 
 
 def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, repeats: int) -> dict:
+    from gnnmd.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `gnnmd md` and every gnnmd command run
     if kind == "lammps":
         step, atoms = lammps_function(data, reps)
     elif kind == "train":
         step, atoms = train_function(family, data)
     else:
         step, atoms = step_function(family, electrostatics, data, reps)
-    step()  # warm-up: first-call allocations, PME set-up
+    # peak memory of a step: above the resident size before the first one (later steps reuse what the
+    # first mapped, as gnnmd keeps freed memory: gnnmd/memory.py)
     baseline = _memory_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
+    step()  # warm-up: first-call allocations, PME set-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

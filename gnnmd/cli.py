@@ -311,8 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gnnmd.memory import keep_freed_memory
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # large systems: reuse a step's memory instead of page-faulting it afresh
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:

@@ -37,8 +37,10 @@ class ModelForces:
         allow_unknown_types: bool = False,
         electrostatics: bool = True,
     ):
+        from gnnmd.memory import keep_freed_memory
         from gnnmd.train.checkpoint import load_model
 
+        keep_freed_memory()  # every step allocates the same tensors again: keep them mapped
         self.model, self.info = load_model(checkpoint)
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)

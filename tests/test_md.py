@@ -134,3 +134,14 @@ def test_rdf_peak_is_not_quantised_to_the_bins():
         g = 3.0 * np.exp(-0.5 * ((r - centre) / 0.12) ** 2)
         position, height = peak(r, g)
         assert abs(position - centre) < 0.005 and abs(height - 3.0) < 0.05
+
+
+def test_keep_freed_memory_tunes_glibc():
+    """gnnmd keeps a step's freed memory mapped (gnnmd/memory.py); on glibc the tuning must take."""
+    import platform
+
+    from gnnmd.memory import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: nothing to tune")
+    assert keep_freed_memory() is True and keep_freed_memory() is True
