@@ -208,8 +208,10 @@ def main() -> None:
             str(args.repeats),
         ]
         done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{kind} {family} {elec} x{reps}: {done.stderr[-2000:]}")
+        if done.returncode != 0:  # e.g. killed for memory (-9): a result too, and the others still run
+            reason = f"exit {done.returncode}: {done.stderr[-500:].strip() or 'killed (out of memory?)'}"
+            print(f"{kind:>6} {family:>8} {elec:>5} x{reps}: failed, {reason}", flush=True)
+            return {"model": family, "electrostatics": elec, "replicas": reps, "failed": reason}
         row = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"{kind:>6} {row['model']:>8} {row['electrostatics']:>5} {row['atoms']:>7} atoms "
@@ -230,14 +232,15 @@ def main() -> None:
             for elec in ("none", "pme"):
                 for reps in sizes:
                     rows.append(child("infer", family, elec, reps))
-    lammps = {r["atoms"]: r["seconds_per_step"] for r in rows if r["model"] == "lammps"}
-    for row in rows:
+    measured = [r for r in rows if "failed" not in r]
+    lammps = {r["atoms"]: r["seconds_per_step"] for r in measured if r["model"] == "lammps"}
+    for row in measured:
         row["ratio_to_lammps"] = row["seconds_per_step"] / lammps[row["atoms"]]
     flatness = {}
-    for model, elec in sorted({(r["model"], r["electrostatics"]) for r in rows}):
+    for model, elec in sorted({(r["model"], r["electrostatics"]) for r in measured}):
         per_atom = {
             r["atoms"]: r["seconds_per_step"] / r["atoms"]
-            for r in rows
+            for r in measured
             if (r["model"], r["electrostatics"]) == (model, elec)
         }
         near_5k, largest = min(per_atom, key=lambda a: abs(a - 5000)), max(per_atom)
@@ -251,7 +254,7 @@ def main() -> None:
             {"model": t["model"], "atoms": t["atoms"], "seconds_per_frame": t["seconds_per_step"]} for t in training
         ],
     )
-    plot(rows, args.out.with_suffix(".png"))
+    plot(measured, args.out.with_suffix(".png"))
     print(json.dumps(flatness, indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
