@@ -340,16 +340,9 @@ class NequIP(ForceModel):
         table_row, known = self._type_rows(features)
         if not bool(known.any()):
             raise ValueError("none of these frames' atom types is in the model's type table")
-        # one key per table row, so the distance table is indexed by row
+        # one key per table row, so the distance table is indexed by row (unknown types: a spare last row)
         inverse = np.where(known.numpy(), table_row.numpy(), MAX_TYPES)
-        from gnnmd.data.graphs import GraphBuilder
-
-        builder = GraphBuilder(frames.topology, self.cutoff)
-        graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
-        shortest, longest = _distance_range(
-            ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs),
-            MAX_TYPES + 1,
-        )
+        shortest, longest = _frames_distance_range(frames, inverse, MAX_TYPES + 1, self.cutoff)
         shortest, longest = shortest[:MAX_TYPES, :MAX_TYPES], longest[:MAX_TYPES, :MAX_TYPES]
         self._set_walls(list(range(MAX_TYPES)), shortest, longest)
         n = int(self.n_types)
@@ -378,7 +371,6 @@ class NequIP(ForceModel):
 
     def _frames_rows(self, frames, coulomb, neighbour_frames):
         from gnnmd.data import neighbor_list
-        from gnnmd.data.graphs import GraphBuilder
 
         keys, inverse = np.unique(frames.topology.node_features.astype(np.float64), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -392,11 +384,7 @@ class NequIP(ForceModel):
         counts = np.tile(np.bincount(inverse, minlength=len(keys)).astype(np.float64), (len(frames), 1))
         sample = np.unique(np.linspace(0, len(frames) - 1, min(neighbour_frames, len(frames))).astype(int))
         n_edges = sum(len(neighbor_list(frames.positions[k], frames.cells[k], self.cutoff)[0]) for k in sample)
-        builder = GraphBuilder(frames.topology, self.cutoff)
-        graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
-        distances = _distance_range(
-            ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs), len(keys)
-        )
+        distances = _frames_distance_range(frames, inverse, len(keys), self.cutoff)
         n_nodes = float(len(sample) * frames.topology.n_atoms)
         return keys, sq_sum, n_comp, counts, energies, float(n_edges), n_nodes, distances
 
@@ -432,6 +420,16 @@ class NequIP(ForceModel):
         energies = None if any(e is None for e in energy_rows) else np.concatenate(energy_rows)
         distances = _distance_range([(inverse[r], inverse[s], a) for r, s, a in edge_rows], len(keys))
         return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes), distances
+
+
+def _frames_distance_range(frames, inverse: np.ndarray, n_keys: int, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """_distance_range over the graphs of every frame; `inverse`: each atom's key."""
+    from gnnmd.data.graphs import GraphBuilder
+
+    builder = GraphBuilder(frames.topology, cutoff)
+    graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
+    edge_sets = ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs)
+    return _distance_range(edge_sets, n_keys)
 
 
 def _distance_range(edge_sets, n_keys: int) -> tuple[np.ndarray, np.ndarray]:

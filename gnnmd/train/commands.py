@@ -227,17 +227,14 @@ def add_walls(sub) -> None:
 
 
 def run_walls(args) -> int:
-    import torch
-
     from gnnmd.data import load_frames
-    from gnnmd.train.checkpoint import file_sha256, load_model, read_checkpoint, save_checkpoint
+    from gnnmd.train.checkpoint import file_sha256, load_model, save_checkpoint
 
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
     model, info = load_model(args.model, family="nequip")
     walls = model.fit_walls(load_frames(args.data), args.strength, args.margin)
-    payload = read_checkpoint(args.model)
-    normalisation = dict(payload["normalisation"])
+    normalisation = dict(info["normalisation"])
     normalisation["walls"] = {
         "refit_from": str(args.model),
         "refit_from_sha256": file_sha256(args.model),
@@ -252,16 +249,13 @@ def run_walls(args) -> int:
         cutoff=info["cutoff"],
         type_table=info["type_table"],
         normalisation=normalisation,
-        config=payload.get("config"),
-        parent=payload.get("parent"),
-        epoch=payload.get("epoch"),
-        metrics=payload.get("metrics"),
-        electrostatics=payload.get("electrostatics"),
+        config=info["config"],
+        parent=info["parent"],
+        epoch=info["epoch"],
+        metrics=info["metrics"],
+        electrostatics=info["electrostatics"],
     )
-    with torch.no_grad():
-        radii = {
-            "core": model.core_radius[: int(model.n_types), : int(model.n_types)].tolist(),
-            "stretch": model.stretch_radius[: int(model.n_types), : int(model.n_types)].tolist(),
-        }
+    n = int(model.n_types)
+    radii = {"core": model.core_radius[:n, :n].tolist(), "stretch": model.stretch_radius[:n, :n].tolist()}
     print(json.dumps({"out": str(args.out), "strength": model.core_strength, "margin": model.core_margin, **radii}))
     return 0
