@@ -18,7 +18,7 @@ from pathlib import Path
 
 from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
-from gnnmd.reproduce import SCALES
+from gnnmd.study.reproduction import SCALES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

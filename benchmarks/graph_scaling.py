@@ -83,7 +83,7 @@ def measure(method: str, data: Path, reps: int, cutoff: float, repeats: int) -> 
 
 def default_water(workdir: Path) -> Path:
     """One equilibrated frame of 216 SPC/Fw molecules (648 atoms), made with LAMMPS."""
-    from gnnmd.generate import generate, protocol_for
+    from gnnmd.lammps.generate import generate, protocol_for
 
     out = workdir / "water216"
     generate(protocol_for("water", segments=1, frames=1, equil_steps=2000), out, progress=False)

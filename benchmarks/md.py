@@ -29,9 +29,8 @@ RESULTS = HERE / "results"
 def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: int, out: Path, threads: int) -> dict:
     """Plain LAMMPS with the system's own force field, NVE from the same start, on as many threads as the
     model gets (torch's), so that the speed ratio compares like with like."""
-    from gnnmd.lammps import load_system_commands, start_lammps
-
-    from gnnmd.generate import DEFAULTS
+    from gnnmd.lammps.engine import load_system_commands, start_lammps
+    from gnnmd.lammps.generate import DEFAULTS
 
     manifest = json.loads((data_dir / "manifest.json").read_text())
     # datasets written before the manifest named its force field used the system's default one
@@ -72,7 +71,7 @@ def run_system(
     import torch
 
     from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
-    from gnnmd.md import run_md
+    from gnnmd.lammps.md import run_md
 
     steps = int(round(picoseconds * 1000.0 / timestep))
     data_file = data_dir / "segment_000" / "system.data"

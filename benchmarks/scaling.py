@@ -44,7 +44,7 @@ SHIPPED_RUN = {"mpnn": "mpnn-water", "eqforce": "eqforce-water", "nequip": "nequ
 
 def _model(family: str):
     from gnnmd.models import build_model
-    from gnnmd.train.checkpoint import load_model
+    from gnnmd.models.checkpoint import load_model
 
     checkpoint = SHIPPED / SHIPPED_RUN.get(family, family) / "best.pt"
     if checkpoint.is_file():
@@ -88,7 +88,7 @@ def torch_threads() -> int:
 
 def lammps_function(data: Path, reps: int):
     """LAMMPS running SPC/Fw (lj/cut/coul/long + pppm 1e-5) on the same replicated system: one step."""
-    from gnnmd.lammps import load_system_commands, start_lammps
+    from gnnmd.lammps.engine import load_system_commands, start_lammps
 
     lmp = start_lammps(threads=torch_threads())
     segment = data / "segment_000"

@@ -26,8 +26,8 @@ AVOGADRO_PER_A3 = 0.602214076  # g/cm^3 = (g/mol) / (A^3 x 0.6022)
 
 def per_frame_rows(model_path: Path, data: Path, system: str) -> list[dict]:
     from gnnmd.data import load_frames, split_indices
-    from gnnmd.train.checkpoint import load_model
-    from gnnmd.train.evaluate import evaluate_checkpoint
+    from gnnmd.inference.evaluate import evaluate_checkpoint
+    from gnnmd.models.checkpoint import load_model
 
     frames = load_frames(data)
     result, info = evaluate_checkpoint(model_path, data, "all", progress=False)

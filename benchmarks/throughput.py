@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def atoms_per_second(checkpoint: Path, data: Path, repeats: int) -> tuple[dict, int, float]:
     from gnnmd.data import load_frames
-    from gnnmd.predict import ModelForces
+    from gnnmd.inference.forces import ModelForces
 
     frames = load_frames(data)
     forces_of = ModelForces(checkpoint, frames.topology, str(data))

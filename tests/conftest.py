@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gnnmd.generate import generate, protocol_for
+from gnnmd.lammps.generate import generate, protocol_for
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ from gnnmd.data import (
 )
 from gnnmd.data.graphs import ANGLE, BOND
 from gnnmd.data.reader import read_topology
-from gnnmd.generate import generate, protocol_for
-from gnnmd.lammps import load_system_commands, start_lammps
+from gnnmd.lammps.engine import load_system_commands, start_lammps
+from gnnmd.lammps.generate import generate, protocol_for
 
 # ---------------------------------------------------------------- generated data equals LAMMPS itself
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gnnmd.data import FrameDataset, load_frames, make_loader
-from gnnmd.lammps import start_lammps
+from gnnmd.lammps.engine import start_lammps
 from gnnmd.models.electrostatics import (
     Electrostatics,
     WithCoulomb,

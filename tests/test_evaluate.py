@@ -10,8 +10,8 @@ import torch
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames
-from gnnmd.train.checkpoint import load_model
-from gnnmd.train.evaluate import evaluate_model
+from gnnmd.inference.evaluate import evaluate_model
+from gnnmd.models.checkpoint import load_model
 from gnnmd.train.trainer import TrainConfig, train
 
 

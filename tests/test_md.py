@@ -10,9 +10,9 @@ import pytest
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames, read_lammps
-from gnnmd.predict import ModelForces
+from gnnmd.inference.forces import ModelForces
 from gnnmd.models import build_model
-from gnnmd.train.checkpoint import save_checkpoint
+from gnnmd.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def argon_model(argon_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "argon.pt"
     rms = float(np.sqrt((frames.forces**2).mean()))
     save_checkpoint(
-        path, model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={"force_scale": rms}
+        path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms}
     )
     return path
 
@@ -78,7 +78,7 @@ def test_md_records_a_model_failure_as_a_blown_up_run(argon_run, tmp_path, capsy
     frames = load_frames(argon_run)
     model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
     next(model.parameters()).data.fill_(float("nan"))
-    path = save_checkpoint(tmp_path / "nan.pt", model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={})
+    path = save_checkpoint(tmp_path / "nan.pt", model, type_table=frames.topology.type_table(), normalisation={})
     out = tmp_path / "md"
     data_file = argon_run / "segment_000" / "system.data"
     args = ["md", "--model", str(path), "--system", str(data_file), "--steps", "10", "--out", str(out), "--no-progress"]
@@ -110,7 +110,7 @@ def test_nve_conserves_the_energy_of_a_conservative_model(argon_run, tmp_path):
     model = build_model("nequip", channels=8, layers=2, cutoff=6.0)
     rms = float(np.sqrt((frames.forces**2).mean()))
     path = tmp_path / "nequip.pt"
-    save_checkpoint(path, model, cutoff=6.0, type_table=frames.topology.type_table(), normalisation={"force_scale": 20 * rms})
+    save_checkpoint(path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": 20 * rms})
     out = tmp_path / "md"
     data_file = argon_run / "segment_000" / "system.data"
     args = ["md", "--model", str(path), "--system", str(data_file), "--steps", "20", "--out", str(out)]

@@ -10,8 +10,8 @@ import torch
 from gnnmd.data import load_frames
 from gnnmd.data.graphs import GraphBuilder
 from gnnmd.models import build_model
+from gnnmd.models.checkpoint import load_model, save_checkpoint
 from gnnmd.train.augment import random_rotations, rotate_batch
-from gnnmd.train.checkpoint import load_model, save_checkpoint
 
 CUTOFF = 3.4
 
@@ -112,7 +112,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(water, tmp_path, fami
     model = build_model(family, hidden=16, cutoff=CUTOFF).eval()
     model.set_normalisation({"force_scale": 17.5})
     table = water.topology.type_table()
-    path = save_checkpoint(tmp_path / "m.pt", model, cutoff=CUTOFF, type_table=table, normalisation={"force_scale": 17.5})
+    path = save_checkpoint(tmp_path / "m.pt", model, type_table=table, normalisation={"force_scale": 17.5})
     loaded, info = load_model(path)
     graph = _graph(water, k=2)
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(water, tmp_path, fami
 
 def test_checkpoint_errors_name_the_file(water, tmp_path):
     model = build_model("eqforce", hidden=8, cutoff=CUTOFF)
-    path = save_checkpoint(tmp_path / "eq.pt", model, cutoff=CUTOFF, type_table=[], normalisation={"force_scale": 1.0})
+    path = save_checkpoint(tmp_path / "eq.pt", model, type_table=[], normalisation={"force_scale": 1.0})
     with pytest.raises(ValueError, match=r"eq\.pt.*'eqforce'.*'mpnn'"):
         load_model(path, family="mpnn")
     corrupt = tmp_path / "corrupt.pt"

@@ -227,7 +227,7 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     """`gnnmd walls` gives a checkpoint of the same network with the walls training would have fitted
     (here: a model saved with its walls removed, as from before they existed), and never overwrites."""
     from gnnmd.cli import main
-    from gnnmd.train.checkpoint import load_model, save_checkpoint
+    from gnnmd.models.checkpoint import load_model, save_checkpoint
 
     walled = make_model(water)
     state = {k: v for k, v in walled.state_dict().items() if not k.endswith("_radius")}
@@ -235,7 +235,7 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     old.load_state_dict(state)  # checkpoints from before the walls load with none
     assert float(old.core_radius.abs().max()) == 0.0 == float(old.stretch_radius.abs().max())
     type_table = [{"type_id": i + 1, "name": n, "mass": 1.0, "charge": 0.0, "epsilon": 0.0, "sigma": 0.0} for i, n in enumerate("OH")]
-    source = save_checkpoint(tmp_path / "old.pt", old, cutoff=CUTOFF, type_table=type_table, normalisation={})
+    source = save_checkpoint(tmp_path / "old.pt", old, type_table=type_table, normalisation={})
     assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(tmp_path / "new.pt")]) == 0
     new, info = load_model(tmp_path / "new.pt")
     assert torch.equal(new.core_radius, walled.core_radius) and torch.equal(new.stretch_radius, walled.stretch_radius)
@@ -316,7 +316,7 @@ def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
     """Argon's LJ tail reaches past the water model's cutoff: a model fine-tunes on longer graphs with the
     parent's weights, its radial basis stretched to the new cutoff and its neighbour count refitted."""
     from gnnmd.cli import main
-    from gnnmd.train.checkpoint import load_model
+    from gnnmd.models.checkpoint import load_model
 
     common = ["--runs-dir", str(tmp_path), "--epochs", "1", "--batch-size", "2", "--no-progress", "--threads", "1"]
     assert main(["train", "--model", "nequip", "--hyper", "channels=4", "--hyper", "layers=1", "--cutoff", "4.0",

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from gnnmd.cli import main
-from gnnmd.reproduce import SCALES, Reproduction
+from gnnmd.study.reproduction import SCALES, Reproduction
 
 ROW_KEYS = {"model", "electrostatics", "train_system", "eval_system", "finetune_frames", "frozen", "force_mae",
             "force_rmse", "mean_abs_force"}  # fmt: skip

@@ -14,8 +14,8 @@ import torch
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames, split_indices
-from gnnmd.train.checkpoint import load_model, read_checkpoint
-from gnnmd.train.evaluate import evaluate_model
+from gnnmd.inference.evaluate import evaluate_model
+from gnnmd.models.checkpoint import load_model, read_checkpoint
 from gnnmd.train.trainer import TrainConfig, train
 
 
@@ -123,7 +123,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(water_run, tmp_path):
 def test_pme_training_learns_the_remainder_and_evaluation_adds_coulomb_back(water_run, tmp_path):
     """With PME the network is trained on reference minus Coulomb; the checkpoint carries the PME settings,
     so evaluation (model + Coulomb against the reference) reproduces the trainer's validation error."""
-    from gnnmd.train.evaluate import evaluate_checkpoint
+    from gnnmd.inference.evaluate import evaluate_checkpoint
 
     torch.set_num_threads(1)
     summary = train(_config(water_run, tmp_path, name="pme", electrostatics="auto", epochs=2))

@@ -61,7 +61,7 @@ def probes_for(type_table: list[dict]):
 
 def run_figures(run_dir: Path, out: Path) -> list[Path]:
     """All figures of one run into `out`; returns their paths."""
-    from gnnmd.train.checkpoint import read_checkpoint
+    from gnnmd.models.checkpoint import read_checkpoint
 
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)

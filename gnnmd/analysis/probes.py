@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gnnmd.data.frames import Topology
 from gnnmd.data.graphs import BOND, NONBONDED
-
-COULOMB = 332.06371  # kcal/mol A / e^2, LAMMPS real units
+from gnnmd.data.topology import Topology
+from gnnmd.inference.forces import ModelForces
+from gnnmd.units import COULOMB_CONSTANT as COULOMB
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,6 @@ def probe_curve(checkpoint, probe: Probe, points: int = 80, box: float = 60.0) -
 
     For a model trained with PME the Coulomb part of an isolated pair is added exactly (q_a q_b / r^2,
     none for a bonded pair, as LAMMPS' special_bonds), rather than by PME in a large empty box."""
-    from gnnmd.predict import ModelForces
-
     topology = _pair_topology(probe.a, probe.b, probe.bond_class == BOND)
     forces_of = ModelForces(
         checkpoint, topology, system=f"probe {probe.name}", allow_unknown_types=True, electrostatics=False

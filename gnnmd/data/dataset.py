@@ -60,6 +60,23 @@ def split_indices(frames: Frames, val_fraction: float = 0.1, seed: int = 0) -> t
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def choose_frames(frames: Frames, max_frames: int | None) -> Frames:
+    """All frames, or `max_frames` spread evenly over the whole set (every segment keeps some)."""
+    if max_frames is None or max_frames >= len(frames):
+        return frames
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be at least 2 (train and validation), got {max_frames}")
+    return frames.subset(np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(np.int64)))
+
+
+def run_split(frames: Frames, max_frames: int | None, val_fraction: float, split_seed: int):
+    """(frames, train indices, validation indices) as a training run with these settings chose them: the
+    one definition that training and `gnnmd evaluate --split` share."""
+    frames = choose_frames(frames, max_frames)
+    train_idx, val_idx = split_indices(frames, val_fraction, split_seed)
+    return frames, train_idx, val_idx
+
+
 def make_loader(dataset: FrameDataset, batch_size: int = 1, shuffle: bool = False, seed: int = 0, **kwargs):
     """PyG DataLoader; shuffling follows `seed` so runs are reproducible."""
     import torch

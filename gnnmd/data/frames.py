@@ -1,71 +1,18 @@
 """In-memory frames of one system (positions, forces, cell, energy) and its topology, stored as .npz.
 
-Frames, not graphs, are what is kept on disk: edges are rebuilt on the fly (DESIGN.md)."""
+Frames, not graphs, are what is kept on disk: edges are rebuilt on the fly (docs/design.md)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-FRAMES_FILE = "frames.npz"
+from gnnmd.data.topology import Topology
+from gnnmd.files import atomic_write
 
-
-@dataclass
-class Topology:
-    """Per-atom parameters and connectivity of one system, read from its LAMMPS data file.
-
-    Indices are 0-based atom positions in id order. `type_ids` are the LAMMPS type numbers; the
-    type table (`table_*`) has one row per type, and per-atom `types` index into it."""
-
-    types: np.ndarray  # (N,) int64, row in the type table
-    charges: np.ndarray  # (N,) float64, e
-    epsilon: np.ndarray  # (N,) float64, kcal/mol (Lennard-Jones, from Pair Coeffs)
-    sigma: np.ndarray  # (N,) float64, A
-    molecules: np.ndarray  # (N,) int64
-    bonds: np.ndarray  # (B, 2) int64
-    angles: np.ndarray  # (A, 3) int64
-    table_type_ids: np.ndarray  # (T,) int64, LAMMPS type numbers
-    table_names: np.ndarray  # (T,) str, element guessed from the mass
-    table_masses: np.ndarray  # (T,) float64
-    table_charges: np.ndarray  # (T,) float64
-    table_epsilon: np.ndarray  # (T,) float64
-    table_sigma: np.ndarray  # (T,) float64
-
-    @property
-    def n_atoms(self) -> int:
-        return len(self.types)
-
-    @property
-    def node_features(self) -> np.ndarray:
-        """(N, 3) float32: charge, epsilon, sigma: physical parameters, so no embedding is system-bound."""
-        return np.stack([self.charges, self.epsilon, self.sigma], axis=1).astype(np.float32)
-
-    def type_table(self) -> list[dict]:
-        return [
-            {
-                "type_id": int(t),
-                "name": str(n),
-                "mass": float(m),
-                "charge": float(q),
-                "epsilon": float(e),
-                "sigma": float(s),
-            }
-            for t, n, m, q, e, s in zip(
-                self.table_type_ids,
-                self.table_names,
-                self.table_masses,
-                self.table_charges,
-                self.table_epsilon,
-                self.table_sigma,
-            )
-        ]
-
-    def same_as(self, other: Topology) -> bool:
-        return all(np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+FRAMES_FILE = "frames.npz"  # a dataset folder's frames, read back from its LAMMPS output
 
 
 @dataclass
@@ -97,14 +44,7 @@ class Frames:
         )
         if self.energies is not None:
             arrays["energies"] = self.energies
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> Frames:
@@ -124,6 +64,10 @@ class Frames:
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"{path}: not a readable gnnmd frames file ({err})") from err
 
+    def mean_cell(self) -> np.ndarray:
+        """The mean cell (float64): one representative cell, e.g. to choose PME settings once per system."""
+        return self.cells.astype(np.float64).mean(axis=0)
+
     def subset(self, indices) -> Frames:
         indices = np.asarray(indices)
         return Frames(
@@ -135,24 +79,6 @@ class Frames:
             timesteps=self.timesteps[indices],
             segments=self.segments[indices],
         )
-
-
-def load_frames(path: str | Path) -> Frames:
-    """Frames of a generated dataset directory (its frames.npz, made from the LAMMPS output if missing)
-    or of a frames .npz file."""
-    path = Path(path)
-    if path.is_dir():
-        cached = path / FRAMES_FILE
-        if cached.is_file():
-            return Frames.load(cached)
-        from gnnmd.data.reader import read_run
-
-        frames = read_run(path)
-        frames.save(cached)
-        return frames
-    if path.suffix == ".npz":
-        return Frames.load(path)
-    raise FileNotFoundError(f"{path}: neither a gnnmd dataset directory nor a frames .npz file")
 
 
 def make_whole(topology: Topology, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:

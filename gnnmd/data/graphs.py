@@ -12,12 +12,18 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from gnnmd.data.frames import Topology
+from gnnmd.data.topology import Topology
 
+# The edge layout, defined here only; every model takes its columns from these names.
 # the study's edge one-hot: another molecule (or no bond path) | bonded (1-2) | same molecule 1-3
 EDGE_CLASSES = ("nonbonded", "bond", "angle")
-NONBONDED, BOND, ANGLE = range(3)
+NONBONDED, BOND, ANGLE = range(len(EDGE_CLASSES))
+N_BOND_CLASSES = len(EDGE_CLASSES)
 EDGE_ATTR_COLUMNS = (*EDGE_CLASSES, "distance", "ux", "uy", "uz")
+N_EDGE_FEATURES = len(EDGE_ATTR_COLUMNS)
+BOND_ONEHOT = slice(0, N_BOND_CLASSES)  # edge_attr[:, BOND_ONEHOT]: the bond-class one-hot
+DISTANCE = EDGE_ATTR_COLUMNS.index("distance")  # edge_attr[:, DISTANCE]: |r_j - r_i|
+UNIT_VECTOR = slice(EDGE_ATTR_COLUMNS.index("ux"), EDGE_ATTR_COLUMNS.index("uz") + 1)  # (r_j - r_i) / distance
 
 # more neighbours per atom than this is taken as a mistaken cutoff rather than a request
 MAX_NEIGHBOURS_PER_ATOM = 20_000

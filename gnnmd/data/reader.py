@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnmd.data.frames import Frames, Topology
+from gnnmd.data.frames import FRAMES_FILE, Frames
+from gnnmd.data.topology import Topology
 
 # element guessed from the mass, for readable type tables; anything else is called "type<N>"
 KNOWN_MASSES = {"H": 1.008, "O": 15.9994, "Ar": 39.948, "C": 12.011, "N": 14.007}
@@ -276,3 +277,19 @@ def read_run(directory: str | Path, progress: bool = True) -> Frames:
             )
         )
     return concatenate(parts)
+
+
+def load_frames(path: str | Path) -> Frames:
+    """Frames of a generated dataset directory (its frames.npz, made from the LAMMPS output if missing)
+    or of a frames .npz file."""
+    path = Path(path)
+    if path.is_dir():
+        cached = path / FRAMES_FILE
+        if cached.is_file():
+            return Frames.load(cached)
+        frames = read_run(path)
+        frames.save(cached)
+        return frames
+    if path.suffix == ".npz":
+        return Frames.load(path)
+    raise FileNotFoundError(f"{path}: neither a gnnmd dataset directory nor a frames .npz file")

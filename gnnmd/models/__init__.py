@@ -3,8 +3,8 @@ from its family name and keyword hyper-parameters, which is how checkpoints rebu
 
 from __future__ import annotations
 
+from gnnmd.models.base import ForceModel
 from gnnmd.models.eqforce import EqForce
-from gnnmd.models.layers import ForceModel
 from gnnmd.models.mpnn import MPNN
 from gnnmd.models.nequip import NequIP
 

@@ -9,26 +9,22 @@ PME parameters (smearing, mesh spacing, interpolation order, real-space cutoff) 
 system from its charges and a representative cell, with torch-pme's error bounds (deterministic; no
 timing-based tuning), so every frame is computed with the same, reproducible settings.
 
-For training, the Coulomb energies and forces of all stored frames are computed once and cached next to
-the frames (`coulomb_cache`); the network learns reference minus Coulomb, and `WithCoulomb` adds the two
-back at inference."""
+Physics only: training caches the Coulomb part of its frames (gnnmd.data.coulomb_cache) and learns the
+rest; inference adds it back (gnnmd.inference.forces.WithCoulomb).
+
+`real_space_cutoff` is PME's own real-space cutoff, unrelated to the model's graph cutoff."""
 
 from __future__ import annotations
-
-import hashlib
-import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-# e^2/A -> kcal/mol, LAMMPS `real` units (force->qqr2e)
-COULOMB_CONSTANT = 332.06371
+from gnnmd.units import COULOMB_CONSTANT
+
 # LAMMPS special_bonds coul factors for 1-2 and 1-3 pairs (SPC/Fw: 0.0 0.0 1.0; 1-4 pairs are full)
 DEFAULT_SPECIAL = (0.0, 0.0)
-CACHE_VERSION = 1
+# the options a checkpoint's settings carry over to another system (the mesh is chosen per system)
+SYSTEM_OPTIONS = ("accuracy", "real_space_cutoff", "special", "interpolation_nodes")
 
 
 def has_charges(topology) -> bool:
@@ -53,16 +49,24 @@ def special_pairs(topology, special=DEFAULT_SPECIAL) -> tuple[np.ndarray, np.nda
     return pairs, np.array([found[int(k)] for k in keys], dtype=np.float64)
 
 
+def current_config(config: dict) -> dict:
+    """A stored PME config in today's names (checkpoints before 0.2 called the real-space cutoff `cutoff`)."""
+    config = dict(config)
+    if "cutoff" in config:
+        config["real_space_cutoff"] = config.pop("cutoff")
+    return config
+
+
 def choose_pme_parameters(
     charges: np.ndarray,
     cell: np.ndarray,
     accuracy: float = 1e-5,
-    cutoff: float = 8.0,
+    real_space_cutoff: float = 8.0,
     interpolation_nodes: int = 4,
 ) -> dict:
     """Smearing and mesh spacing for a target RMS force error `accuracy` (in e^2/A^2, i.e. relative to
     the force between two unit charges 1 A apart, like LAMMPS' kspace accuracy), from torch-pme's error
-    formulas: the smearing that makes the real-space error accuracy/4 at `cutoff`, then the coarsest
+    formulas: the smearing that makes the real-space error accuracy/4 at `real_space_cutoff`, then the coarsest
     mesh whose k-space error stays below accuracy. Deterministic, done once per system."""
     import torchpme
     from torchpme.tuning.pme import PMEErrorBounds
@@ -71,7 +75,7 @@ def choose_pme_parameters(
     q = torch.as_tensor(np.asarray(charges, dtype=np.float64)).reshape(-1, 1)
     c = torch.as_tensor(np.asarray(cell, dtype=np.float64)).reshape(3, 3)
     pos = torch.zeros(len(q), 3, dtype=torch.float64)
-    tuner = TunerBase(q, c, pos, float(cutoff), torchpme.PMECalculator)
+    tuner = TunerBase(q, c, pos, float(real_space_cutoff), torchpme.PMECalculator)
     smearing = tuner.estimate_smearing(float(accuracy))
     bounds = PMEErrorBounds(q, c, pos)
     nodes = torch.tensor(int(interpolation_nodes))
@@ -88,7 +92,7 @@ def choose_pme_parameters(
         "smearing": float(smearing),
         "mesh_spacing": float(spacing),
         "interpolation_nodes": int(interpolation_nodes),
-        "cutoff": float(cutoff),
+        "real_space_cutoff": float(real_space_cutoff),
         "accuracy": float(accuracy),
     }
 
@@ -107,7 +111,7 @@ class Electrostatics(torch.nn.Module):
         smearing: float = 1.0,
         mesh_spacing: float = 0.5,
         interpolation_nodes: int = 4,
-        cutoff: float = 8.0,
+        real_space_cutoff: float = 8.0,
         accuracy: float | None = None,
         prefactor: float = COULOMB_CONSTANT,
         special=None,
@@ -122,7 +126,7 @@ class Electrostatics(torch.nn.Module):
             "smearing": float(smearing),
             "mesh_spacing": float(mesh_spacing),
             "interpolation_nodes": int(interpolation_nodes),
-            "cutoff": float(cutoff),
+            "real_space_cutoff": float(real_space_cutoff),
             "accuracy": accuracy,
             "prefactor": float(prefactor),
             "special": None if special is None else [float(f) for f in special],
@@ -150,27 +154,26 @@ class Electrostatics(torch.nn.Module):
         return np.sort(pairs.min(axis=1) * self.n_atoms + pairs.max(axis=1))
 
     @classmethod
-    def for_system(
-        cls,
-        topology,
-        cell,
-        accuracy: float = 1e-5,
-        cutoff: float = 8.0,
-        special=DEFAULT_SPECIAL,
-        interpolation_nodes: int = 4,
-    ) -> Electrostatics:
-        """Built once per system from its topology and a representative cell (e.g. the mean cell)."""
+    def for_system(cls, topology, cell, config: dict | None = None, **options) -> Electrostatics:
+        """Built once per system from its topology and one representative cell (e.g. the mean cell).
+        `config` (another system's `config()`, e.g. a checkpoint's) carries over the accuracy, real-space
+        cutoff, special factors and interpolation order; smearing and mesh are chosen for this system.
+        `options` (accuracy, real_space_cutoff, special, interpolation_nodes) override both."""
         if not has_charges(topology):
             raise ValueError("this system has no charges: electrostatics would be zero (use --electrostatics none)")
-        params = choose_pme_parameters(topology.charges, cell, accuracy, cutoff, interpolation_nodes)
+        settings = {"accuracy": 1e-5, "real_space_cutoff": 8.0, "special": DEFAULT_SPECIAL, "interpolation_nodes": 4}
+        stored = current_config(config or {})
+        settings.update({k: stored[k] for k in SYSTEM_OPTIONS if stored.get(k) is not None}, **options)
+        special = settings.pop("special")
+        params = choose_pme_parameters(topology.charges, np.asarray(cell, dtype=np.float64), **settings)
         pairs, factors = special_pairs(topology, special)
         return cls(topology.charges, pairs, factors, special=special, **params)
 
     @classmethod
     def from_config(cls, topology, config: dict) -> Electrostatics:
-        """The same settings again (a checkpoint's `config()`) for frames of the same system. For another
-        system, use `for_system` with the stored accuracy and cutoff: the mesh is chosen per system."""
-        config = dict(config)
+        """The same settings again (a `config()`) for frames of the same system. For another system, use
+        `for_system` with the config: the mesh is chosen per system."""
+        config = current_config(config)
         special = config.pop("special", None) or DEFAULT_SPECIAL
         pairs, factors = special_pairs(topology, special)
         return cls(topology.charges, pairs, factors, special=special, **config)
@@ -184,7 +187,7 @@ class Electrostatics(torch.nn.Module):
         and the nearest image of each excluded pair."""
         from vesin import NeighborList
 
-        nl = NeighborList(cutoff=self.params["cutoff"], full_list=False)
+        nl = NeighborList(cutoff=self.params["real_space_cutoff"], full_list=False)
         i, j, shifts = nl.compute(points=positions, box=cell, periodic=True, quantities="ijS")
         i, j, shifts = i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
         keys = np.minimum(i, j) * self.n_atoms + np.maximum(i, j)
@@ -198,7 +201,7 @@ class Electrostatics(torch.nn.Module):
                 missing = np.setdiff1d(self._pair_keys, unique_keys)[:3]
                 raise ValueError(
                     f"excluded pair(s) {[(int(k // self.n_atoms), int(k % self.n_atoms)) for k in missing]} "
-                    f"are farther apart than the real-space cutoff {self.params['cutoff']} A: broken molecule?"
+                    f"are farther apart than the real-space cutoff {self.params['real_space_cutoff']} A: broken molecule?"
                 )
             special[order[first]] = True
         return (i, j, shifts), special
@@ -259,138 +262,3 @@ class Electrostatics(torch.nn.Module):
             )
             energies[k], forces[k] = float(e), f.numpy()
         return energies, forces
-
-
-@dataclass
-class CoulombCache:
-    """Coulomb energies and forces of every frame of one Frames object, and the PME settings used.
-
-    `for_batch` gives the part to subtract from a batch's targets (the batch's graphs carry `frame`,
-    their index in the Frames)."""
-
-    energies: np.ndarray  # (F,) float64, kcal/mol
-    forces: np.ndarray  # (F, N, 3) float32, kcal/mol/A
-    params: dict
-    path: Path | None = None
-
-    def subset(self, indices) -> CoulombCache:
-        """The entries of some frames, in the order of `indices` (as `Frames.subset`)."""
-        indices = np.asarray(indices)
-        return CoulombCache(self.energies[indices], self.forces[indices], self.params, None)
-
-    def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forces (sum N, 3) float32, energies (B,) float64) of the frames in a PyG batch, in its order."""
-        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
-        forces = torch.from_numpy(self.forces[frames].reshape(-1, 3))
-        energies = torch.from_numpy(self.energies[frames])
-        if forces.shape[0] != batch.num_nodes:
-            raise ValueError(f"Coulomb cache has {self.forces.shape[1]} atoms per frame; the batch does not match")
-        return forces.to(batch.pos.device), energies.to(batch.pos.device)
-
-
-def _cache_key(frames, electrostatics: Electrostatics) -> str:
-    digest = hashlib.sha1()
-    digest.update(repr((CACHE_VERSION, sorted(electrostatics.config().items()))).encode())
-    for array in (
-        frames.positions,
-        frames.cells,
-        electrostatics.charges.cpu().numpy(),
-        electrostatics.pair_index.cpu().numpy(),
-        electrostatics.pair_factor.cpu().numpy(),
-    ):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
-
-
-SYSTEM_OPTIONS = ("accuracy", "cutoff", "special", "interpolation_nodes")
-
-
-def electrostatics_for(topology, cell, config: dict | None = None, **options) -> Electrostatics:
-    """Electrostatics of a system given one representative cell; `config` (a checkpoint's) carries over
-    the accuracy, real-space cutoff and special factors, the mesh is chosen for this system."""
-    if config is not None:
-        options = {k: config[k] for k in SYSTEM_OPTIONS if config.get(k) is not None} | options
-    return Electrostatics.for_system(topology, np.asarray(cell, dtype=np.float64), **options)
-
-
-def system_electrostatics(frames, config: dict | None = None, **options) -> Electrostatics:
-    """The Electrostatics of a Frames' system, with parameters chosen once for its mean cell.
-
-    `config` (another system's `Electrostatics.config()`, e.g. from a checkpoint) carries over the
-    accuracy, real-space cutoff and special factors; smearing and mesh are chosen for this system."""
-    return electrostatics_for(frames.topology, frames.cells.astype(np.float64).mean(axis=0), config, **options)
-
-
-def coulomb_cache(
-    frames,
-    directory: str | Path | None = None,
-    electrostatics: Electrostatics | None = None,
-    progress: bool = True,
-    **options,
-) -> CoulombCache:
-    """Coulomb energies and forces of every frame, computed once: with `directory` (the dataset folder,
-    next to frames.npz) they are stored as coulomb_<hash>.npz and read back on the next call; the hash
-    covers positions, cells, charges, exclusions and PME settings, so a changed input is recomputed.
-    `options` go to `Electrostatics.for_system` when no `electrostatics` is given."""
-    if electrostatics is None:
-        electrostatics = system_electrostatics(frames, **options)
-    path = None
-    if directory is not None:
-        path = Path(directory) / f"coulomb_{_cache_key(frames, electrostatics)}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                return CoulombCache(data["energies"], data["forces"], electrostatics.config(), path)
-    energies, forces = electrostatics.compute_frames(frames, progress=progress)
-    cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
-    if path is not None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, energies=cache.energies, forces=cache.forces)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return cache
-
-
-class WithCoulomb(torch.nn.Module):
-    """A model (any family) plus PME Coulomb: energies and forces summed per graph, for inference.
-
-    All graphs of a batch must be frames of the system `electrostatics` was built for."""
-
-    def __init__(self, model: torch.nn.Module, electrostatics: Electrostatics):
-        super().__init__()
-        self.model = model
-        self.electrostatics = electrostatics
-        self.family = getattr(model, "family", None)
-        self.needs_grad = getattr(model, "needs_grad", False)
-
-    def forward(self, batch) -> dict:
-        out = dict(self.model(batch))
-        n_graphs = int(getattr(batch, "num_graphs", 1) or 1)
-        ptr = getattr(batch, "ptr", None)
-        ptr = ptr.tolist() if ptr is not None else [0, batch.num_nodes]
-        cells = batch.cell.reshape(-1, 3, 3)
-        energies, forces = [], []
-        for g in range(n_graphs):
-            e, f = self.electrostatics(batch.pos[ptr[g] : ptr[g + 1]].to(torch.float64), cells[g])
-            energies.append(e)
-            forces.append(f)
-        forces = torch.cat(forces).to(out["forces"].dtype)
-        out["forces"] = out["forces"] + forces
-        out["coulomb_forces"] = forces
-        energies = torch.stack(energies)
-        if "energy" in out and out["energy"] is not None:
-            out["energy"] = out["energy"] + energies.to(out["energy"].dtype)
-        out["coulomb_energy"] = energies
-        return out
-
-
-def with_coulomb(model: torch.nn.Module, config: dict | None, topology, cell) -> torch.nn.Module:
-    """The model as trained (`config` None) or, for a model that learned reference minus Coulomb (a
-    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell).
-    A system without charges (argon, zero-shot) has no Coulomb term: the model alone."""
-    if config is None or not has_charges(topology):
-        return model
-    return WithCoulomb(model, electrostatics_for(topology, cell, config))

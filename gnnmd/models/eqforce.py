@@ -15,8 +15,10 @@ import torch
 from torch import nn
 from torch_geometric.nn.norm import GraphNorm
 
-from gnnmd.models.layers import MLP, ForceModel, GaussianBasis, cosine_envelope, graph_index, sum_to_receivers
-from gnnmd.models.mpnn import N_BOND_CLASSES, N_NODE_FEATURES
+from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES
+from gnnmd.data.topology import N_NODE_FEATURES
+from gnnmd.models.base import ForceModel
+from gnnmd.models.layers import MLP, GaussianBasis, cosine_envelope, graph_index, sum_to_receivers
 
 
 class InvariantLayer(nn.Module):
@@ -55,8 +57,7 @@ class EqForce(ForceModel):
         radial: int = 16,
         dropout: float = 0.0,
     ):
-        super().__init__(cutoff=cutoff, hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout)
-        self.cutoff = float(cutoff)
+        super().__init__(cutoff=float(cutoff), hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout)
         self.basis = GaussianBasis(radial, self.cutoff)
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout)
         self.edge_encoder = MLP(N_BOND_CLASSES + radial, hidden, hidden, mlp_layers, dropout)
@@ -69,7 +70,7 @@ class EqForce(ForceModel):
         vectors = batch.edge_vec  # r_j - r_i (+ image shift): from i towards j
         distance = vectors.norm(dim=1)
         envelope = cosine_envelope(distance, self.cutoff)
-        edge = self.edge_encoder(torch.cat([batch.edge_attr[:, :N_BOND_CLASSES], self.basis(distance)], dim=1))
+        edge = self.edge_encoder(torch.cat([batch.edge_attr[:, BOND_ONEHOT], self.basis(distance)], dim=1))
         x = self.node_encoder(batch.x)
         for layer in self.layers:
             x = layer(x, edge, envelope, batch.edge_index, graph)

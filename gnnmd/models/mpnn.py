@@ -21,11 +21,10 @@ import torch
 from torch import nn
 from torch_geometric.nn.norm import GraphNorm
 
-from gnnmd.models.layers import MLP, ForceModel, GaussianBasis, graph_index, sum_to_receivers
-
-N_NODE_FEATURES = 3  # q, epsilon, sigma
-N_EDGE_FEATURES = 7  # one-hot(3), distance, unit vector(3)
-N_BOND_CLASSES = 3
+from gnnmd.data.graphs import BOND_ONEHOT, DISTANCE, N_BOND_CLASSES, N_EDGE_FEATURES
+from gnnmd.data.topology import N_NODE_FEATURES
+from gnnmd.models.base import ForceModel
+from gnnmd.models.layers import MLP, GaussianBasis, graph_index, sum_to_receivers
 
 
 class MessageLayer(nn.Module):
@@ -56,13 +55,11 @@ class MPNN(ForceModel):
     cutoff_buffers = ("basis.centers",)
 
     def __init__(
-        self, hidden: int = 128, mlp_layers: int = 3, layers: int = 3, dropout: float = 0.1, cutoff=None, radial: int = 0
+        self, hidden: int = 128, mlp_layers: int = 3, layers: int = 3, dropout: float = 0.1, cutoff: float = 3.4, radial: int = 0
     ):
-        super().__init__(hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=cutoff, radial=radial)
-        if radial and cutoff is None:
-            raise ValueError("mpnn with radial > 0 needs the cutoff (the Gaussians span [0, cutoff])")
+        super().__init__(hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=float(cutoff), radial=radial)
         self.basis = GaussianBasis(radial, float(cutoff)) if radial else None
-        n_edge = N_EDGE_FEATURES - 1 + (radial or 1)
+        n_edge = N_EDGE_FEATURES - 1 + (radial or 1)  # the distance column, raw or expanded
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout, he_init=True)
         self.edge_encoder = MLP(n_edge, hidden, hidden, mlp_layers, dropout, he_init=True)
         self.edge_encoder_geometric = MLP(n_edge - N_BOND_CLASSES, hidden, hidden, mlp_layers, dropout, he_init=True)
@@ -74,10 +71,9 @@ class MPNN(ForceModel):
         x = self.node_encoder(batch.x)
         attr = batch.edge_attr
         if self.basis is not None:
-            d = N_BOND_CLASSES  # the distance column
-            attr = torch.cat([attr[:, :d], self.basis(attr[:, d]), attr[:, d + 1 :]], dim=1)
+            attr = torch.cat([attr[:, :DISTANCE], self.basis(attr[:, DISTANCE]), attr[:, DISTANCE + 1 :]], dim=1)
         edge_full = self.edge_encoder(attr)
-        edge_geometric = self.edge_encoder_geometric(attr[:, N_BOND_CLASSES:]) if len(self.layers) > 1 else None
+        edge_geometric = self.edge_encoder_geometric(attr[:, BOND_ONEHOT.stop :]) if len(self.layers) > 1 else None
         for k, layer in enumerate(self.layers):
             if k == 0:
                 x = layer(x, edge_full, batch.edge_index, graph)

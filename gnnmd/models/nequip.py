@@ -9,7 +9,7 @@ applies to any system. Each interaction block: linear mix -> channel-wise ("uvu"
 neighbours' features with the spherical harmonics of the edge direction, its weights given per edge by a
 radial MLP of (Bessel basis, bond-class one-hot) times the cutoff envelope -> sum over neighbours divided
 by sqrt(mean neighbour count) -> linear + self-connection -> gate non-linearity -> residual. The uvu
-product with radial weights is ~15x cheaper on CPU than a fully connected one (DESIGN.md).
+product with radial weights is ~15x cheaper on CPU than a fully connected one (docs/design.md).
 
 E_i = scale_t * e_i + shift_t with per-type scale (force RMS of the type) and shift (least squares on the
 energies), fitted once from training data by `fit_scale_shift`; a type is identified by its (q, eps,
@@ -17,7 +17,7 @@ sigma), and a type never fitted uses the global `force_scale` / `energy_shift` b
 
 A network knows nothing about distances its training data never reached: a water model's O-H bond force
 turns attractive below ~0.6 A, so one rare compression in MD collapses a molecule, and beyond the longest
-bond it saw nothing holds the H, so it drifts off. `fit_walls` (part of `fit_scale_shift`) records, per
+bond it saw nothing holds the H, so it drifts off. `fit_walls` (part of `fit_scale_shift`, priors.py) records, per
 (type, type, bond class), the shortest and longest distance in the training frames; below `core_margin`
 times the shortest a stiff wall k (r_c - r)^3 (`core_strength` k) pushes apart, and for pairs of one molecule
 (bonded, 1-3) beyond the longest divided by `core_margin` a wall k (r - r_s)^3 pulls together. The walls
@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
-from gnnmd.models.layers import ForceModel, graph_index
-
-MAX_TYPES = 16  # capacity of the per-type scale/shift table (fixed, so checkpoints load into a fresh model)
-TYPE_MATCH_TOLERANCE = 1e-4  # |(q, eps, sigma) - key| below this is the same type
-N_BOND_CLASSES = 3  # other molecule, bonded, 1-3 (the edge one-hot)
+from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES
+from gnnmd.data.topology import N_NODE_FEATURES, TYPE_MATCH_TOLERANCE
+from gnnmd.models import priors
+from gnnmd.models.base import ForceModel
+from gnnmd.models.layers import graph_index
+from gnnmd.models.priors import MAX_TYPES
 
 
 class BesselBasis(nn.Module):
@@ -159,20 +159,17 @@ class NequIP(ForceModel):
             core_strength=float(core_strength),
             core_margin=float(core_margin),
         )
-        self.cutoff = float(cutoff)
-        self.core_strength = float(core_strength)
-        self.core_margin = float(core_margin)
         self.envelope_p = int(envelope_p)
-        self.embedding = nn.Sequential(nn.Linear(3, channels), nn.SiLU(), nn.Linear(channels, channels))
+        self.embedding = nn.Sequential(nn.Linear(N_NODE_FEATURES, channels), nn.SiLU(), nn.Linear(channels, channels))
         self.basis = BesselBasis(cutoff, n_basis)
         self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
         self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         # features of parity (-1)^l only: what products of scalars with harmonics reach
-        target = o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
+        target = o3.Irreps([(channels, (degree, (-1) ** degree)) for degree in range(l_max + 1)])
         irreps = o3.Irreps(f"{channels}x0e")
         blocks = []
         for _ in range(layers):
-            block = Interaction(irreps, self.irreps_sh, target, n_basis + 3, radial_hidden)
+            block = Interaction(irreps, self.irreps_sh, target, n_basis + N_BOND_CLASSES, radial_hidden)
             blocks.append(block)
             irreps = block.irreps_out
         self.interactions = nn.ModuleList(blocks)
@@ -182,15 +179,23 @@ class NequIP(ForceModel):
         # normalisation fitted from training data (fit_scale_shift); 0 = not fitted yet
         self.register_buffer("avg_num_neighbors", torch.tensor(0.0))
         self.register_buffer("n_types", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("type_keys", torch.zeros(MAX_TYPES, 3))
+        self.register_buffer("type_keys", torch.zeros(MAX_TYPES, N_NODE_FEATURES))
         self.register_buffer("type_scale", torch.ones(MAX_TYPES))
         self.register_buffer("type_shift", torch.zeros(MAX_TYPES))
         # wall radii per (receiver type, sender type, bond class); 0 = no wall
         self.register_buffer("core_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
         self.register_buffer("stretch_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
 
+    @property
+    def core_strength(self) -> float:
+        return float(self.hyper["core_strength"])
+
+    @property
+    def core_margin(self) -> float:
+        return float(self.hyper["core_margin"])
+
     # ----------------------------------------------------------------------------------------------
-    def _type_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def type_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Row of each atom's type in the fitted table, matched on (q, eps, sigma), and whether it is known."""
         n = int(self.n_types)
         if n == 0:
@@ -205,19 +210,18 @@ class NequIP(ForceModel):
         shift = self.energy_shift.expand(x.shape[0])
         if int(self.n_types) == 0:
             return scale, shift
-        row, known = self._type_rows(x)
+        row, known = self.type_rows(x)
         return torch.where(known, self.type_scale[row], scale), torch.where(known, self.type_shift[row], shift)
 
     def core_energies(self, x, edge_onehot, r, sender, receiver) -> torch.Tensor:
         """Per-atom energy of the walls (half of each pair's on either end of a full neighbour list): exactly
         zero for pairs between their two wall radii and for types never fitted."""
-        row, known = self._type_rows(x)
+        row, known = self.type_rows(x)
         index = (row[receiver], row[sender], edge_onehot.argmax(dim=1))
         fitted = (known[receiver] & known[sender]).to(r.dtype)
         core = self.core_radius[index].to(r.dtype) * fitted
-        stretch = self.stretch_radius[index].to(r.dtype)
-        stretched = torch.where((stretch > 0) & (fitted > 0), torch.relu(r - stretch), torch.zeros_like(r))
-        pair = 0.5 * self.core_strength * (torch.relu(core - r) ** 3 + stretched**3)
+        stretch = self.stretch_radius[index].to(r.dtype) * fitted
+        pair = 0.5 * self.core_strength * priors.wall_terms(core, stretch, r)
         return torch.zeros(x.shape[0], dtype=r.dtype, device=r.device).index_add(0, receiver, pair)
 
     def atomic_energies(self, x, edge_onehot, vectors, sender, receiver) -> torch.Tensor:
@@ -253,7 +257,7 @@ class NequIP(ForceModel):
             shifts = torch.einsum("ek,ekl->el", batch.edge_shift.to(dtype), cell[graph[receiver]])
             vectors = pos[sender] - pos[receiver] + shifts
             energies = self.atomic_energies(
-                batch.x.to(dtype), batch.edge_attr[:, :3].to(dtype), vectors, sender, receiver
+                batch.x.to(dtype), batch.edge_attr[:, BOND_ONEHOT].to(dtype), vectors, sender, receiver
             )
             energy = torch.zeros(n_graphs, dtype=dtype, device=pos.device).index_add(0, graph, energies)
             grad = None
@@ -273,174 +277,10 @@ class NequIP(ForceModel):
         return super().load_state_dict(state, strict, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def fit_scale_shift(self, data, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:
-        """Fit the per-type scale (RMS force component of the type) and shift (least squares of frame
-        energies on per-type atom counts, when energies exist; else 0), and the mean neighbour count if
-        not fitted yet (so fine-tuning keeps the trained network's normalisation).
+    def fit_scale_shift(self, frames, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:
+        """Fit the per-type scale/shift, the walls and the neighbour count from training frames (priors.py)."""
+        return priors.fit_scale_shift(self, frames, coulomb, indices, neighbour_frames)
 
-        `data`: a Frames object or an iterable of PyG batches (graphs with x, y, edge_index and maybe
-        energy). `coulomb`: a CoulombCache whose part is subtracted first (the network learns the rest);
-        with Frames it covers the same frames, with batches it is indexed by each graph's `frame`.
-        `indices`: fit on these frames of a Frames object only (e.g. the training split; the cache then
-        covers the whole Frames). Types already in the table and not in `data` are kept. Returns the
-        fitted values."""
-        if indices is not None:
-            data = data.subset(indices)
-            coulomb = None if coulomb is None else coulomb.subset(indices)
-        if hasattr(data, "topology"):
-            per_frame = self._frames_rows(data, coulomb, neighbour_frames)
-        else:
-            per_frame = self._batch_rows(data, coulomb)
-        keys, sq_sum, n_comp, counts, energies, n_edges, n_nodes, (shortest, longest) = per_frame
-        scale = np.sqrt(sq_sum / np.maximum(n_comp, 1))
-        overall = math.sqrt(sq_sum.sum() / max(n_comp.sum(), 1))
-        scale = np.where(scale > 1e-6 * max(overall, 1e-12), scale, overall)
-        if energies is not None and len(energies):
-            shift = np.linalg.lstsq(counts, energies, rcond=None)[0]
-        else:
-            shift = np.zeros(len(keys))
-        if float(self.avg_num_neighbors) <= 0 and n_nodes > 0:
-            self.avg_num_neighbors.fill_(max(n_edges / n_nodes, 1.0))
-        rows = self._store_types(keys, scale, shift)
-        self._set_walls(rows, shortest, longest)
-        # the fallbacks for types not in the table: this data's overall values
-        self.force_scale.fill_(overall)
-        if energies is not None and len(energies):
-            self.energy_shift.fill_(float(np.sum(energies) / counts.sum()))
-        return {
-            "type_keys": keys.tolist(),
-            "type_scale": scale.tolist(),
-            "type_shift": shift.tolist(),
-            "avg_num_neighbors": float(self.avg_num_neighbors),
-            "shortest_distances": np.where(np.isfinite(shortest), shortest, 0.0).tolist(),
-            "longest_distances": np.where(np.isfinite(longest), longest, 0.0).tolist(),
-        }
-
-    def _set_walls(self, rows: list[int], shortest: np.ndarray, longest: np.ndarray) -> None:
-        """Wall radii from the distance range of each (type, type, bond class); `rows`: table row of each key.
-        Pairs of different molecules (class 0) get no stretch wall: they may part freely."""
-        for a, b, c in zip(*np.nonzero(np.isfinite(shortest))):
-            self.core_radius[rows[a], rows[b], c] = self.core_margin * float(shortest[a, b, c])
-            if c > 0:
-                self.stretch_radius[rows[a], rows[b], c] = float(longest[a, b, c]) / self.core_margin
-
-    @torch.no_grad()
     def fit_walls(self, frames, strength: float | None = None, margin: float | None = None) -> dict:
-        """Refit only the walls of a trained model from `frames` (its training data), optionally with a new
-        strength and margin; the network and its normalisation stay as they are. Types not in the model's
-        table are skipped; pairs not in `frames` keep the walls they had. Returns {"shortest_distances", "longest_distances"} per key in table order."""
-        if strength is not None:
-            self.core_strength = self.hyper["core_strength"] = float(strength)
-        if margin is not None:
-            if not 0 < margin <= 1:
-                raise ValueError(f"the wall margin must be in (0, 1], got {margin}")
-            self.core_margin = self.hyper["core_margin"] = float(margin)
-        features = torch.as_tensor(frames.topology.node_features, dtype=self.type_keys.dtype)
-        table_row, known = self._type_rows(features)
-        if not bool(known.any()):
-            raise ValueError("none of these frames' atom types is in the model's type table")
-        # one key per table row, so the distance table is indexed by row (unknown types: a spare last row)
-        inverse = np.where(known.numpy(), table_row.numpy(), MAX_TYPES)
-        shortest, longest = _frames_distance_range(frames, inverse, MAX_TYPES + 1, self.cutoff)
-        shortest, longest = shortest[:MAX_TYPES, :MAX_TYPES], longest[:MAX_TYPES, :MAX_TYPES]
-        self._set_walls(list(range(MAX_TYPES)), shortest, longest)
-        n = int(self.n_types)
-        return {
-            "shortest_distances": np.where(np.isfinite(shortest), shortest, 0.0)[:n, :n].tolist(),
-            "longest_distances": np.where(np.isfinite(longest), longest, 0.0)[:n, :n].tolist(),
-        }
-
-    def _store_types(self, keys, scale, shift) -> list[int]:
-        """Write each key's scale and shift into its table row (a new row for a new type); returns the rows."""
-        n, rows = int(self.n_types), []
-        for key, s, b in zip(keys, scale, shift):
-            key_t = torch.as_tensor(key, dtype=self.type_keys.dtype)
-            match = (self.type_keys[:n] - key_t).abs().amax(dim=-1) < TYPE_MATCH_TOLERANCE if n else torch.zeros(0)
-            row = int(torch.nonzero(match)[0]) if match.any() else n
-            if row == n:
-                if n >= MAX_TYPES:
-                    raise ValueError(f"more than {MAX_TYPES} atom types: raise MAX_TYPES in gnnmd/models/nequip.py")
-                n += 1
-            self.type_keys[row] = key_t
-            self.type_scale[row] = float(s)
-            self.type_shift[row] = float(b)
-            rows.append(row)
-        self.n_types.fill_(n)
-        return rows
-
-    def _frames_rows(self, frames, coulomb, neighbour_frames):
-        from gnnmd.data import neighbor_list
-
-        keys, inverse = np.unique(frames.topology.node_features.astype(np.float64), axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        forces = frames.forces.astype(np.float64)
-        energies = None if frames.energies is None else frames.energies.astype(np.float64)
-        if coulomb is not None:
-            forces = forces - coulomb.forces
-            energies = None if energies is None else energies - coulomb.energies
-        sq_sum = np.array([np.sum(forces[:, inverse == t] ** 2) for t in range(len(keys))])
-        n_comp = np.array([forces[:, inverse == t].size for t in range(len(keys))], dtype=np.float64)
-        counts = np.tile(np.bincount(inverse, minlength=len(keys)).astype(np.float64), (len(frames), 1))
-        sample = np.unique(np.linspace(0, len(frames) - 1, min(neighbour_frames, len(frames))).astype(int))
-        n_edges = sum(len(neighbor_list(frames.positions[k], frames.cells[k], self.cutoff)[0]) for k in sample)
-        distances = _frames_distance_range(frames, inverse, len(keys), self.cutoff)
-        n_nodes = float(len(sample) * frames.topology.n_atoms)
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), n_nodes, distances
-
-    def _batch_rows(self, batches, coulomb):
-        xs, force_rows, graph_rows, energy_rows, n_edges, n_nodes, offset = [], [], [], [], 0, 0, 0
-        edge_rows = []  # (receiver, sender) as indices into the concatenated atoms, and the edge attributes
-        for batch in batches:
-            edge_rows.append((batch.edge_index[1].numpy() + n_nodes, batch.edge_index[0].numpy() + n_nodes, batch.edge_attr))
-            forces = batch.y.double()
-            energy = getattr(batch, "energy", None)
-            energy = None if energy is None else energy.double().reshape(-1)
-            if coulomb is not None:
-                cf, ce = coulomb.for_batch(batch)
-                forces = forces - cf.double()
-                energy = None if energy is None else energy - ce.double()
-            graph = graph_index(batch)
-            xs.append(batch.x.double().cpu().numpy())
-            force_rows.append(forces.cpu().numpy())
-            graph_rows.append(graph.cpu().numpy() + offset)
-            energy_rows.append(None if energy is None else energy.cpu().numpy())
-            offset += int(getattr(batch, "num_graphs", 1) or 1)
-            n_edges += batch.edge_index.shape[1]
-            n_nodes += batch.num_nodes
-        x = np.concatenate(xs)
-        forces = np.concatenate(force_rows)
-        graph = np.concatenate(graph_rows)
-        keys, inverse = np.unique(x, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        sq_sum = np.array([np.sum(forces[inverse == t] ** 2) for t in range(len(keys))])
-        n_comp = np.array([forces[inverse == t].size for t in range(len(keys))], dtype=np.float64)
-        counts = np.zeros((offset, len(keys)))
-        np.add.at(counts, (graph, inverse), 1.0)
-        energies = None if any(e is None for e in energy_rows) else np.concatenate(energy_rows)
-        distances = _distance_range([(inverse[r], inverse[s], a) for r, s, a in edge_rows], len(keys))
-        return keys, sq_sum, n_comp, counts, energies, float(n_edges), float(n_nodes), distances
-
-
-def _frames_distance_range(frames, inverse: np.ndarray, n_keys: int, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """_distance_range over the graphs of every frame; `inverse`: each atom's key."""
-    from gnnmd.data.graphs import GraphBuilder
-
-    builder = GraphBuilder(frames.topology, cutoff)
-    graphs = (builder(frames.positions[k], frames.cells[k]) for k in range(len(frames)))
-    edge_sets = ((inverse[g.edge_index[1].numpy()], inverse[g.edge_index[0].numpy()], g.edge_attr) for g in graphs)
-    return _distance_range(edge_sets, n_keys)
-
-
-def _distance_range(edge_sets, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """(shortest, longest) distance over all edges, each (n_keys, n_keys, bond classes); inf / -inf where no
-    edge was seen. `edge_sets`: (receiver key, sender key, edge_attr) per graph; edge_attr = one-hot,
-    distance, ..."""
-    shortest = np.full((n_keys, n_keys, N_BOND_CLASSES), np.inf)
-    longest = np.full((n_keys, n_keys, N_BOND_CLASSES), -np.inf)
-    for receiver, sender, attr in edge_sets:
-        attr = attr.detach().double().cpu().numpy()
-        index = (receiver, sender, attr[:, :N_BOND_CLASSES].argmax(axis=1))
-        np.minimum.at(shortest, index, attr[:, N_BOND_CLASSES])
-        np.maximum.at(longest, index, attr[:, N_BOND_CLASSES])
-    return shortest, longest
+        """Refit only the walls onto this trained model (priors.py)."""
+        return priors.fit_walls(self, frames, strength, margin)

@@ -1,6 +1,5 @@
-"""Training, fine-tuning, evaluation and checkpoints."""
+"""Training and fine-tuning: the run configuration, its set-up, the epoch loop, data parallelism."""
 
-from gnnmd.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from gnnmd.train.trainer import TrainConfig, train
 
-__all__ = ["TrainConfig", "load_model", "read_checkpoint", "save_checkpoint", "train"]
+__all__ = ["TrainConfig", "train"]

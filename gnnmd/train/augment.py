@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from gnnmd.data.graphs import UNIT_VECTOR
 from gnnmd.models.layers import graph_index
-
-UNIT_COLUMNS = slice(4, 7)
 
 
 def random_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -34,7 +33,8 @@ def rotate_batch(batch, rotations: torch.Tensor):
     batch.pos = turn(per_atom, batch.pos)
     batch.edge_vec = turn(per_edge, batch.edge_vec)
     attr = batch.edge_attr
-    batch.edge_attr = torch.cat([attr[:, : UNIT_COLUMNS.start], turn(per_edge, attr[:, UNIT_COLUMNS])], dim=1)
+    rotated = turn(per_edge, attr[:, UNIT_VECTOR])
+    batch.edge_attr = torch.cat([attr[:, : UNIT_VECTOR.start], rotated, attr[:, UNIT_VECTOR.stop :]], dim=1)
     batch.cell = batch.cell @ rotations.transpose(1, 2)  # rows are lattice vectors
     if getattr(batch, "y", None) is not None:
         batch.y = turn(per_atom, batch.y)

@@ -25,11 +25,12 @@ import torch
 from tqdm import tqdm
 
 import gnnmd
-from gnnmd.data import FrameDataset, load_frames, make_loader, split_indices
+from gnnmd.data import FrameDataset, choose_frames, coulomb_cache, load_frames, make_loader, split_indices
+from gnnmd.files import file_sha256
+from gnnmd.inference.metrics import ForceMetrics, type_labels
 from gnnmd.models import build_model
+from gnnmd.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from gnnmd.train.augment import random_rotations, rotate_batch
-from gnnmd.train.checkpoint import file_sha256, load_model, read_checkpoint, save_checkpoint
-from gnnmd.train.metrics import ForceMetrics, type_labels
 
 LOSSES = ("l1", "mse", "huber")
 ELECTROSTATICS = ("auto", "pme", "none")
@@ -119,15 +120,6 @@ def rank_order(indices: np.ndarray, seed: int, epoch: int, rank: int, world: int
         pad = (-len(order)) % world
         order = np.concatenate([order, order[:pad]])
     return order[rank::world]
-
-
-def choose_frames(frames, max_frames: int | None):
-    """All frames, or `max_frames` spread evenly over the whole set (every segment keeps some)."""
-    if max_frames is None or max_frames >= len(frames):
-        return frames
-    if max_frames < 2:
-        raise ValueError(f"max_frames must be at least 2 (train and validation), got {max_frames}")
-    return frames.subset(np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(np.int64)))
 
 
 def normalisation_from(frames, train_idx, coulomb=None) -> dict:
@@ -321,7 +313,7 @@ def _electrostatics(config: TrainConfig, frames, data_path: Path, dist: Distribu
 
     `auto` means PME when the system has charges. The cache is computed once (rank 0 first, next to the
     dataset's frames.npz, so the other ranks and later runs read it) and the network learns the rest."""
-    from gnnmd.models.electrostatics import coulomb_cache, has_charges, system_electrostatics
+    from gnnmd.models.electrostatics import Electrostatics, has_charges
 
     charged = has_charges(frames.topology)
     if config.electrostatics == "auto":
@@ -330,7 +322,7 @@ def _electrostatics(config: TrainConfig, frames, data_path: Path, dist: Distribu
         return None, None
     if not charged:
         raise ValueError(f"{data_path}: the system has no charges, so --electrostatics pme adds nothing; use none")
-    electrostatics = system_electrostatics(frames)
+    electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell())
     directory = data_path if data_path.is_dir() else None
     cache = None
     if dist.main:
@@ -384,7 +376,9 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         if config.freeze:
             raise ValueError("--freeze only makes sense when fine-tuning from a checkpoint")
         hyper = dict(config.hyper)
-        hyper.setdefault("cutoff", config.cutoff)
+        if float(hyper.get("cutoff", config.cutoff)) != float(config.cutoff):
+            raise ValueError(f"set the cutoff with --cutoff ({config.cutoff} A), not --hyper cutoff={hyper['cutoff']}")
+        hyper["cutoff"] = float(config.cutoff)
         torch.manual_seed(config.seed)
         model = build_model(config.model, **hyper)
         config.hyper = dict(model.hyper)
@@ -458,7 +452,6 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
     wrapped = dist.wrap(model)
     val_loader = make_loader(FrameDataset(frames, config.cutoff, val_idx[dist.rank :: dist.world]), config.batch_size)
     ckpt_common = dict(
-        cutoff=config.cutoff,
         type_table=type_table,
         normalisation=normalisation,
         config=resolved,

@@ -1,23 +1,26 @@
-"""Checkpoints: everything needed to rebuild a model and its graphs (family, hyper-parameters, cutoff,
-type table, normalisation, gnnmd version, parent for fine-tuned models), plus the optimiser and
-trainer state for --resume. Written to a temp file and renamed, so a kill never leaves half a file.
+"""The checkpoint format: everything needed to rebuild a model and its graphs (family, hyper-parameters
+with the one graph cutoff, type table, normalisation, PME settings, gnnmd version, parent for fine-tuned
+models), plus the optimiser and trainer state for --resume. Written to a temp file and renamed, so a
+kill never leaves half a file. Only plain Python values and tensors are stored, so files load with
+`weights_only=True`.
 
-Only plain Python values and tensors are stored, so files load with `weights_only=True`."""
+Format 2 (gnnmd 0.2) differs from 1 in names only; `read_checkpoint` upgrades a format-1 file as it
+reads it (the PME real-space cutoff was called `cutoff`; mpnn's hyper-parameters could lack the graph
+cutoff that the file kept beside them), so every older checkpoint loads and predicts the same."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 import gnnmd
+from gnnmd.files import atomic_write, file_sha256
 from gnnmd.models import MODELS, build_model
+from gnnmd.models.electrostatics import current_config
 
 FORMAT = "gnnmd-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INFO_KEYS = (
     "family",
     "hyper",
@@ -37,7 +40,6 @@ def save_checkpoint(
     path,
     model,
     *,
-    cutoff: float,
     type_table: list[dict],
     normalisation: dict,
     config: dict | None = None,
@@ -57,7 +59,7 @@ def save_checkpoint(
         "gnnmd_version": gnnmd.__version__,
         "family": model.family,
         "hyper": dict(model.hyper),
-        "cutoff": float(cutoff),
+        "cutoff": model.cutoff,  # = hyper["cutoff"]; kept for readers of format 1
         "type_table": list(type_table),
         "normalisation": dict(normalisation),
         "electrostatics": electrostatics,  # PME settings when the model learned reference minus Coulomb
@@ -68,22 +70,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "training": training,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a checkpoint is a normal file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_checkpoint(path) -> dict:
@@ -107,6 +95,22 @@ def read_checkpoint(path) -> dict:
     ]
     if missing:
         raise ValueError(f"{path}: gnnmd checkpoint lacks {', '.join(missing)}")
+    return _upgrade(payload, path)
+
+
+def _upgrade(payload: dict, path) -> dict:
+    """A format-1 payload in format-2 names; the one cutoff checked against the hyper-parameters."""
+    payload["hyper"] = dict(payload["hyper"])
+    if payload["hyper"].get("cutoff") is None:
+        payload["hyper"]["cutoff"] = payload["cutoff"]
+    if payload.get("electrostatics"):
+        payload["electrostatics"] = current_config(payload["electrostatics"])
+    cutoff = payload["hyper"]["cutoff"]
+    if not (isinstance(cutoff, (int, float)) and 0 < float(cutoff) < float("inf")):
+        raise ValueError(f"{path}: checkpoint cutoff {cutoff!r} is not a positive number of Angstrom")
+    if float(payload["cutoff"]) != float(cutoff):
+        raise ValueError(f"{path}: checkpoint cutoff {payload['cutoff']} differs from its model's {cutoff}")
+    payload["format_version"] = FORMAT_VERSION
     return payload
 
 
@@ -131,9 +135,4 @@ def load_model(path, family: str | None = None):
     return model, info
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["FORMAT", "FORMAT_VERSION", "file_sha256", "load_model", "read_checkpoint", "save_checkpoint"]

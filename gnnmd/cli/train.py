@@ -1,12 +1,11 @@
-"""`gnnmd train`, `gnnmd finetune` and `gnnmd evaluate`: argument parsing only; the work is in
-trainer.py and evaluate.py."""
+"""`gnnmd train`, `gnnmd finetune` and `gnnmd walls`: parse, call gnnmd.train, print."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+from gnnmd.cli.common import set_threads
 from gnnmd.train.trainer import LOSSES, TrainConfig
 
 
@@ -134,26 +133,19 @@ def _print_summary(summary: dict) -> int:
     return 0
 
 
-def _threads(args) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def run_train(args) -> int:
     from gnnmd.train.trainer import train
 
-    _threads(args)
+    set_threads(args.threads)
     config = _config(args, model=args.model, hyper=dict(args.hyper))
     return _print_summary(train(config))
 
 
 def run_finetune(args) -> int:
-    from gnnmd.train.checkpoint import read_checkpoint
+    from gnnmd.models.checkpoint import read_checkpoint
     from gnnmd.train.trainer import train
 
-    _threads(args)
+    set_threads(args.threads)
     parent = read_checkpoint(args.init_from)
     freeze = [part.strip() for part in args.freeze.split(",") if part.strip()]
     name = args.name or f"{parent['family']}-finetune-{Path(args.data).resolve().name}"
@@ -161,51 +153,6 @@ def run_finetune(args) -> int:
         args, init_from=str(args.init_from), freeze=freeze, cutoff=args.cutoff or parent["cutoff"], model=parent["family"], name=name
     )
     return _print_summary(train(config))
-
-
-def add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="force errors of a checkpoint on a dataset",
-        description="Force MAE/RMSE overall, per component and per type, relative to the mean |F|, and throughput; "
-        "prints a table, writes JSON and a parity plot PNG.",
-    )
-    p.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt or checkpoints/epoch_*.pt)")
-    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
-    p.add_argument(
-        "--split",
-        choices=("all", "val", "train"),
-        default="all",
-        help="val/train: the split of the checkpoint's own run",
-    )
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
-    p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_evaluate)
-
-
-def run_evaluate(args) -> int:
-    from gnnmd.analysis.parity import parity_plot
-    from gnnmd.train.evaluate import evaluate_checkpoint, format_table
-
-    _threads(args)
-    result, info = evaluate_checkpoint(args.model, args.data, args.split, args.batch_size, not args.no_progress)
-    out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
-    plot = args.plot or out.with_suffix(".png")
-    title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
-    result["plot"] = str(plot)
-    with open(out, "w") as handle:
-        json.dump(
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}, handle, indent=2
-        )
-    print(format_table(result, title))
-    print(f"wrote {out} and {plot}")
-    return 0
 
 
 def add_walls(sub) -> None:
@@ -227,35 +174,7 @@ def add_walls(sub) -> None:
 
 
 def run_walls(args) -> int:
-    from gnnmd.data import load_frames
-    from gnnmd.train.checkpoint import file_sha256, load_model, save_checkpoint
+    from gnnmd.train.walls import refit_walls
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    model, info = load_model(args.model, family="nequip")
-    walls = model.fit_walls(load_frames(args.data), args.strength, args.margin)
-    normalisation = dict(info["normalisation"])
-    normalisation["walls"] = {
-        "refit_from": str(args.model),
-        "refit_from_sha256": file_sha256(args.model),
-        "data": str(args.data),
-        "strength": model.core_strength,
-        "margin": model.core_margin,
-        **walls,
-    }
-    save_checkpoint(
-        args.out,
-        model,
-        cutoff=info["cutoff"],
-        type_table=info["type_table"],
-        normalisation=normalisation,
-        config=info["config"],
-        parent=info["parent"],
-        epoch=info["epoch"],
-        metrics=info["metrics"],
-        electrostatics=info["electrostatics"],
-    )
-    n = int(model.n_types)
-    radii = {"core": model.core_radius[:n, :n].tolist(), "stretch": model.stretch_radius[:n, :n].tolist()}
-    print(json.dumps({"out": str(args.out), "strength": model.core_strength, "margin": model.core_margin, **radii}))
+    print(json.dumps(refit_walls(args.model, args.data, args.out, args.strength, args.margin, args.overwrite)))
     return 0

@@ -112,7 +112,7 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
     import json
 
     from gnnmd.analysis.figures import run_figures
-    from gnnmd.reproduce import STUDY
+    from gnnmd.study.scales import STUDY
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -11,119 +11,39 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-SYSTEMS = ("water", "big-water", "argon", "argon-train")
-# what the study reports (force MAE, kcal/mol/A): water validation, big water, argon before fine-tuning
-STUDY = [
-    {"eval_system": "water", "split": "val", "force_mae": 4.18, "note": "validation split"},
-    {"eval_system": "big-water", "split": "all", "force_mae": 4.24, "note": "1600 molecules"},
-    {"eval_system": "argon", "split": "all", "force_mae": None, "note": "unusable before fine-tuning"},
-]
-FROZEN_PART = {"nequip": "embedding", "eqforce": "encoders", "mpnn": "encoders"}  # the "encoders" of a family
+from gnnmd.files import atomic_write_text
+from gnnmd.lammps.generate import protocol_from_options
+from gnnmd.study.scales import FROZEN_PART, SCALES, STUDY
+
+# the gnnmd option of a field where it is not --field-name
+OPTION_NAMES = {"warmup_epochs": "--warmup", "init_from": "--from"}
 
 
-@dataclass(frozen=True)
-class Scale:
-    """What one scale of the reproduction runs: `gnnmd generate` arguments per system, `gnnmd train`
-    arguments per water run, and the argon fine-tuning grid."""
-
-    description: str
-    datasets: dict[str, list[str]]
-    water_runs: dict[str, list[str]]
-    finetune_from: tuple[str, ...]
-    finetune_frames: tuple[int, ...]
-    finetune_args: dict[str, list[str]]  # per model family
-    jobs: int = 2
-    train_common: list[str] = field(default_factory=lambda: ["--checkpoint-every", "1"])
-
-
-_NEQUIP = ["--model", "nequip", "--cutoff", "4.0", "--hyper", "channels=16", "--hyper", "layers=2", "--hyper", "l_max=1",
-           "--batch-size", "1", "--lr", "0.005", "--warmup", "1", "--lr-decay", "0.9"]  # fmt: skip
-_EQFORCE = ["--model", "eqforce", "--electrostatics", "none", "--cutoff", "3.4", "--batch-size", "2", "--lr", "1e-3",
-            "--warmup", "2", "--lr-decay", "0.85", "--hyper", "hidden=64"]  # fmt: skip
-# the study's network, with a Gaussian radial basis and no dropout: on the raw distance and with dropout 0.1
-# it collapsed to predicting zero on this data (see README, "Models")
-_MPNN = ["--model", "mpnn", "--electrostatics", "none", "--cutoff", "3.4", "--batch-size", "4", "--lr", "1e-3",
-         "--warmup", "1", "--lr-decay", "0.95", "--hyper", "hidden=64", "--hyper", "radial=16", "--hyper", "dropout=0.0"]  # fmt: skip
-# argon's LJ tail matters out to ~7 A (truncating it at 4 A alone costs 0.10 kcal/mol/A), so fine-tuning
-# stretches every model to a 7 A cutoff
-_FINETUNE_NEQUIP = ["--cutoff", "7.0", "--lr", "5e-3", "--lr-decay", "0.9", "--warmup", "1", "--batch-size", "1"]
-_FINETUNE_DIRECT = ["--cutoff", "7.0", "--lr", "1e-3", "--lr-decay", "0.9", "--warmup", "1", "--batch-size", "2"]
-
-SCALES = {
-    "quick": Scale(
-        description="minutes on 2 CPU cores: tiny systems and models, one epoch each (a smoke test, not a result)",
-        datasets={
-            "water": ["--molecules", "32", "--frames", "12", "--segments", "2", "--stride", "10", "--equil-steps", "100"],
-            "big-water": ["--molecules", "96", "--frames", "2", "--equil-steps", "100"],
-            "argon": ["--atoms", "128", "--frames", "4", "--stride", "20", "--equil-steps", "200"],
-            "argon-train": ["--atoms", "128", "--frames", "16", "--stride", "20", "--equil-steps", "200"],
-        },
-        water_runs={
-            "nequip-pme-water": ["--model", "nequip", "--electrostatics", "pme", "--cutoff", "4.0", "--hyper",
-                                 "channels=4", "--hyper", "layers=1", "--epochs", "1", "--batch-size", "2"],
-            "eqforce-water": ["--model", "eqforce", "--electrostatics", "none", "--cutoff", "3.4", "--hyper", "hidden=8", "--hyper", "layers=1",
-                              "--epochs", "1", "--batch-size", "2"],
-            "mpnn-water": ["--model", "mpnn", "--electrostatics", "none", "--cutoff", "3.4", "--hyper", "hidden=8", "--hyper", "layers=2", "--hyper",
-                           "radial=4", "--hyper", "dropout=0.0", "--epochs", "1", "--batch-size", "2"],
-        },
-        finetune_from=("nequip-pme-water", "mpnn-water"),
-        finetune_frames=(4, 16),
-        finetune_args={family: ["--cutoff", "5.0", "--epochs", "1", "--batch-size", "2"] for family in FROZEN_PART},
-    ),
-    "default": Scale(
-        description="about three hours on 2 CPU cores (two trainings side by side, one thread each)",
-        datasets={
-            # the default water protocol with 1000 equilibration steps (2 ps) instead of 5000, to save time
-            "water": ["--equil-steps", "1000"],
-            "big-water": [],
-            "argon": [],
-            "argon-train": [],
-        },
-        water_runs={
-            "nequip-pme-water": [*_NEQUIP, "--electrostatics", "pme", "--epochs", "100", "--patience", "100",
-                                 "--max-minutes", "45"],
-            "nequip-none-water": [*_NEQUIP, "--electrostatics", "none", "--epochs", "100", "--patience", "100",
-                                  "--max-minutes", "45"],
-            "eqforce-water": [*_EQFORCE, "--epochs", "15", "--max-minutes", "30"],
-            "mpnn-water": [*_MPNN, "--epochs", "14", "--max-minutes", "30"],
-        },
-        finetune_from=("nequip-pme-water", "eqforce-water", "mpnn-water"),
-        finetune_frames=(10, 100, 1000),
-        finetune_args={
-            "nequip": [*_FINETUNE_NEQUIP, "--epochs", "100", "--patience", "15", "--max-minutes", "8"],
-            "eqforce": [*_FINETUNE_DIRECT, "--epochs", "100", "--patience", "15", "--max-minutes", "3"],
-            "mpnn": [*_FINETUNE_DIRECT, "--epochs", "100", "--patience", "15", "--max-minutes", "3"],
-        },
-    ),
-    "full": Scale(
-        description="the study's protocol (10100 water frames, 30 epochs): many hours; for a GPU",
-        datasets={system: ["--study"] for system in SYSTEMS},
-        water_runs={
-            "nequip-pme-water": [*_NEQUIP, "--electrostatics", "pme", "--epochs", "30"],
-            "nequip-none-water": [*_NEQUIP, "--electrostatics", "none", "--epochs", "30"],
-            "eqforce-water": [*_EQFORCE, "--epochs", "30"],
-            "mpnn-water": [*_MPNN, "--epochs", "30"],
-        },
-        finetune_from=("nequip-pme-water", "eqforce-water", "mpnn-water"),
-        finetune_frames=(10, 100, 1000),
-        finetune_args={
-            "nequip": [*_FINETUNE_NEQUIP, "--epochs", "30"],
-            "eqforce": [*_FINETUNE_DIRECT, "--epochs", "30"],
-            "mpnn": [*_FINETUNE_DIRECT, "--epochs", "30"],
-        },
-        jobs=1,
-    ),
-}
+def command_options(options: dict) -> list[str]:
+    """`gnnmd` command-line options from option values (TrainConfig fields, `gnnmd generate` options):
+    the one direction the study goes, objects to a command line, never back."""
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        if name == "hyper":
+            for key, item in value.items():
+                argv += ["--hyper", f"{key}={json.dumps(item)}"]
+        elif isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, ",".join(str(v) for v in value)] if name == "freeze" else [flag, *map(str, value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 @dataclass
@@ -153,15 +73,15 @@ class Reproduction:
         for system, extra in self.scale.datasets.items():
             out = self.data / system
             self._check_dataset(system, extra, out)
-            steps.append(Step(f"generate-{system}", ["generate", system, "--out", str(out), *extra, "--no-progress"],
-                              out / "manifest.json"))  # fmt: skip
+            argv = ["generate", system, "--out", str(out), *command_options(extra), "--no-progress"]
+            steps.append(Step(f"generate-{system}", argv, out / "manifest.json"))
         return steps
 
     def train_steps(self) -> list[Step]:
-        common = [*self.scale.train_common, "--threads", "1", "--no-progress"]
+        common = [*command_options(self.scale.train_common), "--threads", "1", "--no-progress"]
         return [
-            self._training(name, ["train", "--data", str(self.data / "water"), *args, *common])
-            for name, args in self.scale.water_runs.items()
+            self._training(name, self.data / "water", ["train", *command_options(options), *common])
+            for name, options in self.scale.water_runs.items()
         ]
 
     def finetune_steps(self) -> list[Step]:
@@ -171,11 +91,11 @@ class Reproduction:
             for frames in self.scale.finetune_frames:
                 for frozen in (False, True):
                     name = self.finetune_name(parent, frames, frozen)
-                    argv = ["finetune", "--from", str(self.runs / parent / "best.pt"),
-                            "--data", str(self.data / "argon-train"), "--max-frames", str(frames),
-                            *(["--freeze", FROZEN_PART[family]] if frozen else []), *self.scale.finetune_args[family],
+                    argv = ["finetune", "--from", str(self.runs / parent / "best.pt"), "--max-frames", str(frames),
+                            *(["--freeze", FROZEN_PART[family]] if frozen else []),
+                            *command_options(self.scale.finetune_options[family]),
                             "--checkpoint-every", "5", "--threads", "1", "--no-progress"]  # fmt: skip
-                    steps.append(self._training(name, argv))
+                    steps.append(self._training(name, self.data / "argon-train", argv))
         return steps
 
     def evaluations(self) -> list[tuple[str, str, str, dict]]:
@@ -204,28 +124,26 @@ class Reproduction:
         return f"{parent.removesuffix('-water')}-argon{frames}{'-frozen' if frozen else ''}"
 
     def _family(self, run: str) -> str:
-        args = self.scale.water_runs[run]
-        return args[args.index("--model") + 1]
+        return self.scale.water_runs[run]["model"]
 
-    def _training(self, name: str, argv: list[str]) -> Step:
-        """A train/finetune step: resumes a run killed after a checkpoint, restarts one killed before."""
+    def _training(self, name: str, data: Path, argv: list[str]) -> Step:
+        """A train/finetune step on `data`: resumes a run killed after a checkpoint, restarts one killed before."""
         run_dir = self.runs / name
-        argv = [*argv, "--runs-dir", str(self.runs), "--name", name]
+        argv = [*argv, "--data", str(data), "--runs-dir", str(self.runs), "--name", name]
+        if run_dir.exists():
+            self._check_run(run_dir, data)
         if not (run_dir / "summary.json").exists() and run_dir.exists():
-            self._check_run(run_dir, argv)
             has_checkpoint = any((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else False
             argv.append("--resume" if has_checkpoint else "--overwrite")
-        elif run_dir.exists():
-            self._check_run(run_dir, argv)
         return Step(f"train-{name}", argv, run_dir / "summary.json")
 
-    def _check_run(self, run_dir: Path, argv: list[str]) -> None:
+    def _check_run(self, run_dir: Path, data: Path) -> None:
         """An existing run must be this reproduction's (same data), or its results would be misattributed."""
         config_file = run_dir / "config.json"
         if not config_file.exists():
             return
         config = json.loads(config_file.read_text())
-        data = Path(argv[argv.index("--data") + 1]).resolve()
+        data = data.resolve()
         if Path(config["data"]).resolve() != data:
             raise ValueError(f"{run_dir}: an existing run trained on {config['data']}, not {data}; use another --work")
 
@@ -234,9 +152,7 @@ class Reproduction:
         manifest_file = out / "manifest.json"
         if not manifest_file.exists():
             return
-        from gnnmd.cli import build_parser, protocol_from_args
-
-        wanted = asdict(protocol_from_args(build_parser().parse_args(["generate", system, "--out", str(out), *extra])))
+        wanted = asdict(protocol_from_options(system, **extra))
         found = json.loads(manifest_file.read_text())["protocol"]
         differ = [k for k in wanted if k in found and _plain(found[k]) != _plain(wanted[k])]
         if differ:
@@ -303,7 +219,7 @@ class Reproduction:
         return rows
 
     def write(self, rows: list[dict], minutes: float) -> dict:
-        from gnnmd.analysis.reproduction import markdown_table, write_figures
+        from gnnmd.study.report import markdown_table, write_figures
 
         self.results.mkdir(parents=True, exist_ok=True)
         report = {
@@ -337,6 +253,4 @@ def update_readme(readme: Path, table: str) -> None:
         raise ValueError(f"{readme}: has no '{start}' ... '{end}' block to update")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(f"{head}{start}\n{table}\n{end}{tail}")
-    shutil.move(tmp, readme)
+    atomic_write_text(readme, f"{head}{start}\n{table}\n{end}{tail}")

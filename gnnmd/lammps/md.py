@@ -12,8 +12,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
-from gnnmd.lammps import start_lammps
-from gnnmd.predict import ModelForces
+from gnnmd.inference.forces import ModelForces
+from gnnmd.lammps.engine import start_lammps
 
 
 def _box_matrix(lmp) -> np.ndarray:

@@ -9,19 +9,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-INPUTS_DIR = Path(__file__).resolve().parent.parent / "lammps_inputs"
-
 _lammps_module = None
 
 
 def lammps_input(name: str) -> Path:
-    """Path of a file in lammps_inputs/ (found next to the package in a source checkout)."""
-    path = INPUTS_DIR / name
+    """Path of a file in lammps_inputs/: the top-level folder of the repository, installed with the
+    package as `gnnmd.lammps_inputs` (pyproject.toml maps it), so editable and plain installs both find it."""
+    from importlib.resources import files
+
+    path = Path(str(files("gnnmd.lammps_inputs") / name))
     if not path.is_file():
-        raise FileNotFoundError(
-            f"LAMMPS input {path} not found: gnnmd expects its lammps_inputs/ folder next to the package "
-            "(install with `pip install -e .` from a checkout)"
-        )
+        raise FileNotFoundError(f"LAMMPS input {name} not found in {path.parent} (a broken gnnmd install?)")
     return path
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd import __version__
-from gnnmd.lammps import lammps_input, run_input
+from gnnmd.lammps.engine import lammps_input, run_input
 
 SYSTEMS = ("water", "big-water", "argon", "argon-train")
 
@@ -140,6 +140,33 @@ def protocol_for(
     # the first dumped frame sits at the end of equilibration: keep it on the dump grid
     equil = math.ceil(protocol.equil_steps / protocol.stride) * protocol.stride
     return replace(protocol, equil_steps=equil)
+
+
+def protocol_from_options(
+    system: str,
+    study: bool = False,
+    molecules: int | None = None,
+    atoms: int | None = None,
+    temperature: tuple[float, float] | None = None,
+    box=None,
+    **overrides,
+) -> Protocol:
+    """The Protocol that `gnnmd generate` options ask for: --molecules for water systems, --atoms for argon,
+    a single argon temperature is the ramp's target. `overrides`: frames, segments, stride, equil_steps,
+    timestep, seed (None: the protocol's)."""
+    water = system in ("water", "big-water")
+    if (molecules is not None and not water) or (atoms is not None and water):
+        raise ValueError(f"use --molecules for water systems and --atoms for argon ({system})")
+    if temperature is not None and not water and temperature[0] == temperature[1]:
+        temperature = (protocol_for(system, study=study).temperature[0], temperature[1])
+    return protocol_for(
+        system,
+        study=study,
+        count=molecules if water else atoms,
+        temperature=temperature,
+        box=tuple(box) if box else None,
+        **overrides,
+    )
 
 
 def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:

@@ -1,5 +1,6 @@
 """A checkpoint as a force function of one system: positions and cell in, forces (and energy) out.
-Used wherever a trained model meets raw coordinates: MD inside LAMMPS, interaction probes."""
+Used wherever a trained model meets raw coordinates: MD inside LAMMPS, interaction probes, evaluation.
+A model that learned reference minus Coulomb gets its PME Coulomb added back here (`with_coulomb`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import numpy as np
 import torch
 
 from gnnmd.data.graphs import GraphBuilder
+from gnnmd.data.topology import same_type
+from gnnmd.memory import keep_freed_memory
+from gnnmd.models.checkpoint import load_model
+from gnnmd.models.electrostatics import Electrostatics, has_charges
 
 
 def check_types_known(topology, type_table: list[dict], source: str, system: str) -> None:
@@ -15,7 +20,7 @@ def check_types_known(topology, type_table: list[dict], source: str, system: str
     known = [(t["charge"], t["epsilon"], t["sigma"]) for t in type_table]
     for row in topology.type_table():
         params = (row["charge"], row["epsilon"], row["sigma"])
-        if not any(np.allclose(params, k, atol=1e-6) for k in known):
+        if not any(same_type(params, k) for k in known):
             names = ", ".join(
                 f"{t['name']} (q={t['charge']}, eps={t['epsilon']}, sigma={t['sigma']})" for t in type_table
             )
@@ -37,21 +42,16 @@ class ModelForces:
         allow_unknown_types: bool = False,
         electrostatics: bool = True,
     ):
-        from gnnmd.memory import keep_freed_memory
-        from gnnmd.train.checkpoint import load_model
-
         keep_freed_memory()  # every step allocates the same tensors again: keep them mapped
         self.model, self.info = load_model(checkpoint)
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)
-        self.builder = GraphBuilder(topology, self.info["cutoff"])
+        self.builder = GraphBuilder(topology, self.model.cutoff)
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.with_coulomb = None  # PME set up on the first cell seen
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
-        from gnnmd.models.electrostatics import with_coulomb
-
         if self.with_coulomb is None:
             self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell)
         graph = self.builder(positions, cell)
@@ -61,3 +61,45 @@ class ModelForces:
         forces = out["forces"].detach().double().numpy()
         energy = out.get("energy")
         return forces, None if energy is None else float(energy.detach().sum())
+
+
+class WithCoulomb(torch.nn.Module):
+    """A model (any family) plus PME Coulomb: energies and forces summed per graph, for inference.
+
+    All graphs of a batch must be frames of the system `electrostatics` was built for."""
+
+    def __init__(self, model: torch.nn.Module, electrostatics: Electrostatics):
+        super().__init__()
+        self.model = model
+        self.electrostatics = electrostatics
+        self.family = getattr(model, "family", None)
+        self.needs_grad = getattr(model, "needs_grad", False)
+
+    def forward(self, batch) -> dict:
+        out = dict(self.model(batch))
+        n_graphs = int(getattr(batch, "num_graphs", 1) or 1)
+        ptr = getattr(batch, "ptr", None)
+        ptr = ptr.tolist() if ptr is not None else [0, batch.num_nodes]
+        cells = batch.cell.reshape(-1, 3, 3)
+        energies, forces = [], []
+        for g in range(n_graphs):
+            e, f = self.electrostatics(batch.pos[ptr[g] : ptr[g + 1]].to(torch.float64), cells[g])
+            energies.append(e)
+            forces.append(f)
+        forces = torch.cat(forces).to(out["forces"].dtype)
+        out["forces"] = out["forces"] + forces
+        out["coulomb_forces"] = forces
+        energies = torch.stack(energies)
+        if "energy" in out and out["energy"] is not None:
+            out["energy"] = out["energy"] + energies.to(out["energy"].dtype)
+        out["coulomb_energy"] = energies
+        return out
+
+
+def with_coulomb(model: torch.nn.Module, config: dict | None, topology, cell) -> torch.nn.Module:
+    """The model as trained (`config` None) or, for a model that learned reference minus Coulomb (a
+    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell).
+    A system without charges (argon, zero-shot) has no Coulomb term: the model alone."""
+    if config is None or not has_charges(topology):
+        return model
+    return WithCoulomb(model, Electrostatics.for_system(topology, cell, config))

@@ -4,6 +4,8 @@ parameters, so the data's own type table is used (zero-shot argon is just anothe
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gnnmd.data import FrameDataset, load_frames, make_loader, split_indices
-from gnnmd.models.electrostatics import with_coulomb
-from gnnmd.train.metrics import COMPONENTS, ForceMetrics, type_labels
+from gnnmd.data import FrameDataset, load_frames, make_loader, run_split
+from gnnmd.files import atomic_write_text
+from gnnmd.inference.forces import with_coulomb
+from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
+from gnnmd.models.checkpoint import load_model
 
 
 def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int = 1, progress: bool = True) -> dict:
+    # `cutoff`: the graphs' (the model's own, or that of the model inside a WithCoulomb wrapper)
     """Metrics dict plus `pred`, `ref` (M, 3) and `atom_type` (M,) arrays for a parity plot."""
     table = frames.topology.type_table()
     labels = type_labels(table)
@@ -64,12 +69,16 @@ def select_frames(frames, info: dict, split: str):
     if split == "all":
         return None
     config = info.get("config") or {}
-    from gnnmd.train.trainer import choose_frames
-
-    if config.get("max_frames") is not None and len(frames) != config.get("frames"):
-        frames = choose_frames(frames, config["max_frames"])
-    train_idx, val_idx = split_indices(frames, config.get("val_fraction", 0.1), config.get("split_seed", 0))
+    frames, train_idx, val_idx = run_split(
+        frames, config.get("max_frames"), config.get("val_fraction", 0.1), config.get("split_seed", 0)
+    )
     return frames, (train_idx if split == "train" else val_idx)
+
+
+def save_evaluation(result: dict, path) -> Path:
+    """The metrics as JSON (NaN written as null), atomically."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
+    return atomic_write_text(path, json.dumps(clean, indent=2))
 
 
 def format_table(result: dict, title: str) -> str:
@@ -87,21 +96,19 @@ def format_table(result: dict, title: str) -> str:
 
 
 def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True):
-    from gnnmd.train.checkpoint import load_model
-
     model, info = load_model(model_path)
     frames = load_frames(Path(data_path))
     indices = None
     if split != "all":
         frames, indices = select_frames(frames, info, split)
-    mean_cell = frames.cells.astype(np.float64).mean(axis=0)
-    model = with_coulomb(model, info.get("electrostatics"), frames.topology, mean_cell)
-    result = evaluate_model(model, frames, info["cutoff"], indices, batch_size, progress)
+    cutoff = model.cutoff
+    model = with_coulomb(model, info.get("electrostatics"), frames.topology, frames.mean_cell())
+    result = evaluate_model(model, frames, cutoff, indices, batch_size, progress)
     result.update(
         model=str(model_path),
         data=str(Path(data_path).resolve()),
         split=split,
         family=info["family"],
-        cutoff=info["cutoff"],
+        cutoff=cutoff,
     )
     return result, info

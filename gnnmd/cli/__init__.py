@@ -1,0 +1,39 @@
+"""The `gnnmd` command: one entry point, one module per command group (data, train, evaluate, md,
+study). A command module parses its arguments, calls the library and prints; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gnnmd.cli import data, evaluate, md, study, train
+
+    parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data.add_generate(sub)
+    train.add_train(sub)
+    train.add_finetune(sub)
+    evaluate.add_evaluate(sub)
+    train.add_walls(sub)
+    md.add_md(sub)
+    md.add_rdf(sub)
+    study.add_figures(sub)
+    study.add_quickstart(sub)
+    study.add_reproduce(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gnnmd.memory import keep_freed_memory
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    keep_freed_memory()  # large systems: reuse a step's memory instead of page-faulting it afresh
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+        print(f"gnnmd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+

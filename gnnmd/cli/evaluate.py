@@ -1,0 +1,48 @@
+"""`gnnmd evaluate`: force errors of a checkpoint on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gnnmd.cli.common import set_threads
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="force errors of a checkpoint on a dataset",
+        description="Force MAE/RMSE overall, per component and per type, relative to the mean |F|, and throughput; "
+        "prints a table, writes JSON and a parity plot PNG.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt or checkpoints/epoch_*.pt)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
+    p.add_argument(
+        "--split",
+        choices=("all", "val", "train"),
+        default="all",
+        help="val/train: the split of the checkpoint's own run",
+    )
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
+    p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from gnnmd.analysis.parity import parity_plot
+    from gnnmd.inference.evaluate import evaluate_checkpoint, format_table, save_evaluation
+
+    set_threads(args.threads)
+    result, info = evaluate_checkpoint(args.model, args.data, args.split, args.batch_size, not args.no_progress)
+    out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
+    plot = args.plot or out.with_suffix(".png")
+    title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
+    result["plot"] = str(plot)
+    save_evaluation(result, out)
+    print(format_table(result, title))
+    print(f"wrote {out} and {plot}")
+    return 0

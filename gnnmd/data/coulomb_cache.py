@@ -1,0 +1,78 @@
+"""The Coulomb part of every stored frame, computed once and kept next to the dataset's frames.
+
+A model trained with PME learns reference minus Coulomb; the Coulomb energies and forces of the
+training frames do not change between epochs or runs, so they are stored as coulomb_<hash>.npz in the
+dataset folder. The hash covers the positions, cells, charges, excluded pairs and PME settings, so a
+changed input gets a new file. What computes them (PME, in gnnmd.models.electrostatics) is passed in:
+the data layer stores, it does not do physics."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnmd.files import atomic_write
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CoulombCache:
+    """Coulomb energies and forces of every frame of one Frames object, and the PME settings used.
+
+    `for_batch` gives the part to subtract from a batch's targets (the batch's graphs carry `frame`,
+    their index in the Frames)."""
+
+    energies: np.ndarray  # (F,) float64, kcal/mol
+    forces: np.ndarray  # (F, N, 3) float32, kcal/mol/A
+    params: dict
+    path: Path | None = None
+
+    def subset(self, indices) -> CoulombCache:
+        """The entries of some frames, in the order of `indices` (as `Frames.subset`)."""
+        indices = np.asarray(indices)
+        return CoulombCache(self.energies[indices], self.forces[indices], self.params, None)
+
+    def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forces (sum N, 3) float32, energies (B,) float64) of the frames in a PyG batch, in its order."""
+        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
+        forces = torch.from_numpy(self.forces[frames].reshape(-1, 3))
+        energies = torch.from_numpy(self.energies[frames])
+        if forces.shape[0] != batch.num_nodes:
+            raise ValueError(f"Coulomb cache has {self.forces.shape[1]} atoms per frame; the batch does not match")
+        return forces.to(batch.pos.device), energies.to(batch.pos.device)
+
+
+def _cache_key(frames, electrostatics) -> str:
+    digest = hashlib.sha1()
+    digest.update(repr((CACHE_VERSION, sorted(electrostatics.config().items()))).encode())
+    for array in (
+        frames.positions,
+        frames.cells,
+        electrostatics.charges.cpu().numpy(),
+        electrostatics.pair_index.cpu().numpy(),
+        electrostatics.pair_factor.cpu().numpy(),
+    ):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def coulomb_cache(frames, directory: str | Path | None, electrostatics, progress: bool = True) -> CoulombCache:
+    """Coulomb energies and forces of every frame by `electrostatics` (an `Electrostatics`: its
+    `config()`, charges, excluded pairs and `compute_frames`), read from `directory` when stored there
+    before, else computed and, with a `directory`, stored."""
+    path = None
+    if directory is not None:
+        path = Path(directory) / f"coulomb_{_cache_key(frames, electrostatics)}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                return CoulombCache(data["energies"], data["forces"], electrostatics.config(), path)
+    energies, forces = electrostatics.compute_frames(frames, progress=progress)
+    cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
+    if path is not None:
+        atomic_write(path, lambda handle: np.savez(handle, energies=cache.energies, forces=cache.forces))
+    return cache

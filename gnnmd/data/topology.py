@@ -1,0 +1,73 @@
+"""One system's atoms: per-atom physical parameters, molecules, bonds and angles, and its type table.
+
+Atoms are described by (charge, epsilon, sigma), not by a species index, so that a model applies to
+any system; two types are the same type when these agree to TYPE_MATCH_TOLERANCE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+NODE_FEATURES = ("charge", "epsilon", "sigma")  # the columns of Topology.node_features, a graph's x
+N_NODE_FEATURES = len(NODE_FEATURES)
+TYPE_MATCH_TOLERANCE = 1e-4  # |(q, eps, sigma) - other| below this (each entry) is the same type
+
+
+def same_type(a, b) -> bool:
+    """Whether two (q, eps, sigma) rows describe the same atom type."""
+    return bool(np.all(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) < TYPE_MATCH_TOLERANCE))
+
+
+@dataclass
+class Topology:
+    """Per-atom parameters and connectivity of one system, read from its LAMMPS data file.
+
+    Indices are 0-based atom positions in id order. `type_ids` are the LAMMPS type numbers; the
+    type table (`table_*`) has one row per type, and per-atom `types` index into it."""
+
+    types: np.ndarray  # (N,) int64, row in the type table
+    charges: np.ndarray  # (N,) float64, e
+    epsilon: np.ndarray  # (N,) float64, kcal/mol (Lennard-Jones, from Pair Coeffs)
+    sigma: np.ndarray  # (N,) float64, A
+    molecules: np.ndarray  # (N,) int64
+    bonds: np.ndarray  # (B, 2) int64
+    angles: np.ndarray  # (A, 3) int64
+    table_type_ids: np.ndarray  # (T,) int64, LAMMPS type numbers
+    table_names: np.ndarray  # (T,) str, element guessed from the mass
+    table_masses: np.ndarray  # (T,) float64
+    table_charges: np.ndarray  # (T,) float64
+    table_epsilon: np.ndarray  # (T,) float64
+    table_sigma: np.ndarray  # (T,) float64
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.types)
+
+    @property
+    def node_features(self) -> np.ndarray:
+        """(N, 3) float32: charge, epsilon, sigma: physical parameters, so no embedding is system-bound."""
+        return np.stack([self.charges, self.epsilon, self.sigma], axis=1).astype(np.float32)
+
+    def type_table(self) -> list[dict]:
+        return [
+            {
+                "type_id": int(t),
+                "name": str(n),
+                "mass": float(m),
+                "charge": float(q),
+                "epsilon": float(e),
+                "sigma": float(s),
+            }
+            for t, n, m, q, e, s in zip(
+                self.table_type_ids,
+                self.table_names,
+                self.table_masses,
+                self.table_charges,
+                self.table_epsilon,
+                self.table_sigma,
+            )
+        ]
+
+    def same_as(self, other: Topology) -> bool:
+        return all(np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
