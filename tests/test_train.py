@@ -128,7 +128,7 @@ def test_pme_training_learns_the_remainder_and_evaluation_adds_coulomb_back(wate
     torch.set_num_threads(1)
     summary = train(_config(water_run, tmp_path, name="pme", electrostatics="auto", epochs=2))
     info = read_checkpoint(tmp_path / "pme" / "best.pt")
-    assert info["config"]["electrostatics"] == "pme" and info["electrostatics"]["cutoff"] > 0
+    assert info["config"]["electrostatics"] == "pme" and info["electrostatics"]["real_space_cutoff"] > 0
     assert list(water_run.glob("coulomb_*.npz"))  # computed once, next to the frames
     result, _ = evaluate_checkpoint(tmp_path / "pme" / "best.pt", water_run, split="val", progress=False)
     assert result["force_mae"] == pytest.approx(summary["best_val_force_mae"], rel=1e-4)

@@ -40,6 +40,11 @@ class ForceModel(nn.Module):
         self.force_scale.fill_(float(normalisation["force_scale"]))
         self.energy_shift.fill_(float(normalisation.get("energy_shift") or 0.0))
 
+    def fit_priors(self, frames, coulomb=None, indices=None) -> dict | None:
+        """Fit what the family takes from its training frames rather than learning it (nequip: per-type
+        scale/shift and walls, gnnmd.models.priors); returns what was fitted, or None (nothing to fit)."""
+        return None
+
     @property
     def cutoff(self) -> float:
         """The graph cutoff (A): owned by the model, written in its checkpoint; graphs are built with it."""

@@ -277,6 +277,9 @@ class NequIP(ForceModel):
         return super().load_state_dict(state, strict, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
+    def fit_priors(self, frames, coulomb=None, indices=None) -> dict:
+        return self.fit_scale_shift(frames, coulomb, indices)
+
     def fit_scale_shift(self, frames, coulomb=None, indices=None, neighbour_frames: int = 20) -> dict:
         """Fit the per-type scale/shift, the walls and the neighbour count from training frames (priors.py)."""
         return priors.fit_scale_shift(self, frames, coulomb, indices, neighbour_frames)

@@ -383,9 +383,10 @@ def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> di
         model = build_model(config.model, **hyper)
         config.hyper = dict(model.hyper)
     model.set_normalisation(normalisation)
-    if hasattr(model, "fit_scale_shift") and not (config.init_from and config.keep_normalisation):
-        # models with their own per-type scales (nequip) fit them on the training frames
-        normalisation["model_fit"] = model.fit_scale_shift(frames, coulomb=coulomb, indices=train_idx)
+    if not (config.init_from and config.keep_normalisation):
+        fitted = model.fit_priors(frames, coulomb=coulomb, indices=train_idx)  # nequip: per-type scales, walls
+        if fitted is not None:
+            normalisation["model_fit"] = fitted
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
