@@ -165,7 +165,7 @@ def test_repulsive_wall_below_the_training_distances(water):
     topology = water.topology
     o, h = sorted(int(a) for a in topology.bonds[0])  # an O-H bond (O first in the data file)
     assert topology.charges[o] < 0 < topology.charges[h]
-    rows = walled._type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
+    rows = walled.type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
     bond_lengths = [
         np.linalg.norm(water.positions[k][a] - water.positions[k][b]) for k in range(len(water)) for a, b in topology.bonds
     ]  # fmt: skip
@@ -197,7 +197,7 @@ def test_stretch_wall_beyond_the_longest_bond(water):
     bare.load_state_dict(walled.state_dict())
     topology = water.topology
     o, h = sorted(int(a) for a in topology.bonds[0])
-    rows = walled._type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
+    rows = walled.type_rows(torch.as_tensor(topology.node_features, dtype=torch.float64))[0]
     whole = [make_whole(topology, water.positions[k], water.cells[k]) for k in range(len(water))]  # unwrapped molecules
     bond_lengths = [np.linalg.norm(x[a] - x[b]) for x in whole for a, b in topology.bonds]
     stretch = float(walled.stretch_radius[rows[o], rows[h], 1])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.analysis.plotting import pyplot
 from gnnmd.analysis.probes import argon_probe, plot_probes, probe_curve, water_probes
 
 
@@ -27,10 +28,7 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
 
 def plot_loss_curves(metrics: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
     """Train and validation loss, and force MAE, per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = metrics["epoch"]
     fig, (loss_ax, mae_ax) = plt.subplots(1, 2, figsize=(9, 3.6))

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.analysis.plotting import pyplot
+
 
 def parity_plot(pred: np.ndarray, ref: np.ndarray, atom_type: np.ndarray, labels: list[str], path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gnnmd.analysis.plotting import pyplot
 from gnnmd.data.graphs import BOND, NONBONDED
 from gnnmd.data.topology import Topology
 from gnnmd.inference.forces import ModelForces
@@ -102,10 +103,7 @@ def argon_probe(argon: dict) -> Probe:
 
 
 def plot_probes(curves: list[dict], path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, curve in zip(axes[0], curves):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.analysis.plotting import pyplot
+
 
 def _universe(data_file: Path, dump: Path):
     import MDAnalysis as mda
@@ -103,10 +105,7 @@ def compare_rdfs(reference: dict, trajectory: dict) -> dict:
 
 
 def plot_rdfs(reference: dict, trajectory: dict, path: Path, labels=("reference", "model")) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs = list(reference)
     fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3.2), squeeze=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -42,7 +44,8 @@ def add_quickstart(sub) -> None:
 
 
 def run_quickstart(args) -> int:
-    """Each step is the public command, so the quickstart is exactly what a user would type."""
+    """Each step is the public command, run as its own process, so the quickstart is exactly what a user
+    would type."""
     data, runs, name = args.out / "data" / "water", args.out / "runs", f"{args.model}-quickstart"
     overwrite = ["--overwrite"] if args.overwrite else []
     steps = [
@@ -53,11 +56,9 @@ def run_quickstart(args) -> int:
         ["evaluate", "--model", str(runs / name / "best.pt"), "--data", str(data), "--split", "val"],
         ["figures", "--run", str(runs / name), "--out", str(args.out / "figures")],
     ]  # fmt: skip
-    from gnnmd.cli import main as cli_main
-
     for step in steps:
         print(f"\n$ gnnmd {' '.join(step)}", flush=True)
-        code = cli_main(step)
+        code = subprocess.call([sys.executable, "-m", "gnnmd.cli", *step])
         if code:
             return code
     return 0

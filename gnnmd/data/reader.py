@@ -137,22 +137,10 @@ def _dump_complete_lines(dump_file: Path, n_atoms: int) -> tuple[int, bool]:
     return complete, truncated
 
 
-def read_lammps(
-    data_file: str | Path,
-    dump_file: str | Path,
-    energy_file: str | Path | None = None,
-    segment: int = 0,
-    topology: Topology | None = None,
-    progress: bool = False,
-) -> Frames:
-    """Frames of one LAMMPS dump (columns id, type, x y z, fx fy fz; unscaled coordinates) read with
-    MDAnalysis against the data file's topology. A truncated last frame is dropped with a warning."""
+def _open_dump(data_file: Path, dump_file: Path, topology: Topology):
+    """The dump's MDAnalysis trajectory (unscaled coordinates, the type column) against the data file."""
     import MDAnalysis as mda
-    from tqdm.auto import tqdm
 
-    data_file, dump_file = Path(data_file), Path(dump_file)
-    if topology is None:
-        topology = read_topology(data_file)
     if not dump_file.is_file():
         raise DataError(f"{dump_file}: dump file not found")
     try:
@@ -169,11 +157,60 @@ def read_lammps(
             )
     except Exception as err:
         raise DataError(f"{dump_file}: cannot be read against {data_file} ({err})") from err
-    trajectory = universe.trajectory
-    if trajectory.n_atoms != topology.n_atoms:
+    if universe.trajectory.n_atoms != topology.n_atoms:
         raise DataError(
-            f"{dump_file}: {trajectory.n_atoms} atoms in the dump but {topology.n_atoms} in {data_file}"
+            f"{dump_file}: {universe.trajectory.n_atoms} atoms in the dump but {topology.n_atoms} in {data_file}"
         )
+    return universe.trajectory
+
+
+def _check_frame(ts, where: str, topology: Topology, data_file: Path) -> None:
+    """Forces present, the data file's types in the data file's order, every number finite."""
+    if not ts.has_forces:
+        raise DataError(f"{where}: no force columns (the dump needs fx fy fz)")
+    dump_types = ts.data["type"].astype(np.int64)
+    unknown = sorted(set(np.unique(dump_types).tolist()) - set(int(t) for t in topology.table_type_ids))
+    if unknown:
+        raise DataError(f"{where}: atom type(s) {unknown} are not in {data_file}")
+    expected_types = topology.table_type_ids[topology.types]
+    if not np.array_equal(dump_types, expected_types):
+        first = int(np.flatnonzero(dump_types != expected_types)[0])
+        raise DataError(
+            f"{where}: atom {first + 1} has type {dump_types[first]} but {expected_types[first]} in {data_file}"
+        )
+    for name, values in (("positions", ts.positions), ("forces", ts.forces), ("box", ts.dimensions)):
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"{where}: {name} contain NaN or inf")
+
+
+def _energies_at(energy_file: Path, timesteps: np.ndarray, dump_file: Path) -> np.ndarray:
+    """The potential energy of each dumped timestep, from the energy file written beside the dump."""
+    by_step = read_energies(energy_file)
+    missing = [int(s) for s in timesteps if int(s) not in by_step]
+    if missing:
+        raise DataError(f"{energy_file}: no energy for timestep(s) {missing[:5]} of {dump_file}")
+    energies = np.array([by_step[int(s)] for s in timesteps], dtype=np.float64)
+    if not np.all(np.isfinite(energies)):
+        raise DataError(f"{energy_file}: energies contain NaN or inf")
+    return energies
+
+
+def read_lammps(
+    data_file: str | Path,
+    dump_file: str | Path,
+    energy_file: str | Path | None = None,
+    segment: int = 0,
+    topology: Topology | None = None,
+    progress: bool = False,
+) -> Frames:
+    """Frames of one LAMMPS dump (columns id, type, x y z, fx fy fz; unscaled coordinates) read with
+    MDAnalysis against the data file's topology. A truncated last frame is dropped with a warning."""
+    from tqdm.auto import tqdm
+
+    data_file, dump_file = Path(data_file), Path(dump_file)
+    if topology is None:
+        topology = read_topology(data_file)
+    trajectory = _open_dump(data_file, dump_file, topology)
     n_complete, truncated = _dump_complete_lines(dump_file, topology.n_atoms)
     if truncated:
         warnings.warn(
@@ -183,48 +220,21 @@ def read_lammps(
         )
     if n_complete == 0:
         raise DataError(f"{dump_file}: no complete frame")
-    known_types = set(int(t) for t in topology.table_type_ids)
-    expected_types = topology.table_type_ids[topology.types]
     n_atoms = topology.n_atoms
     positions = np.empty((n_complete, n_atoms, 3), dtype=np.float32)
     forces = np.empty((n_complete, n_atoms, 3), dtype=np.float32)
     cells = np.empty((n_complete, 3, 3), dtype=np.float32)
     timesteps = np.empty(n_complete, dtype=np.int64)
-    frames_iter = tqdm(range(n_complete), desc=f"reading {dump_file.name}", disable=not progress, leave=False)
-    for index in frames_iter:
+    for index in tqdm(range(n_complete), desc=f"reading {dump_file.name}", disable=not progress, leave=False):
         where = f"{dump_file}, frame {index}"
         try:
             ts = trajectory[index]
         except Exception as err:
             raise DataError(f"{where}: cannot be read ({err})") from err
-        if not ts.has_forces:
-            raise DataError(f"{where}: no force columns (the dump needs fx fy fz)")
-        dump_types = ts.data["type"].astype(np.int64)
-        unknown = sorted(set(np.unique(dump_types).tolist()) - known_types)
-        if unknown:
-            raise DataError(f"{where}: atom type(s) {unknown} are not in {data_file}")
-        if not np.array_equal(dump_types, expected_types):
-            first = int(np.flatnonzero(dump_types != expected_types)[0])
-            raise DataError(
-                f"{where}: atom {first + 1} has type {dump_types[first]} but {expected_types[first]} in {data_file}"
-            )
-        for name, values in (("positions", ts.positions), ("forces", ts.forces), ("box", ts.dimensions)):
-            if not np.all(np.isfinite(values)):
-                raise DataError(f"{where}: {name} contain NaN or inf")
-        positions[index] = ts.positions
-        forces[index] = ts.forces
-        cells[index] = ts.triclinic_dimensions
+        _check_frame(ts, where, topology, data_file)
+        positions[index], forces[index], cells[index] = ts.positions, ts.forces, ts.triclinic_dimensions
         timesteps[index] = ts.data["step"]
-    energies = None
-    if energy_file is not None:
-        energy_file = Path(energy_file)
-        by_step = read_energies(energy_file)
-        missing = [int(s) for s in timesteps if int(s) not in by_step]
-        if missing:
-            raise DataError(f"{energy_file}: no energy for timestep(s) {missing[:5]} of {dump_file}")
-        energies = np.array([by_step[int(s)] for s in timesteps], dtype=np.float64)
-        if not np.all(np.isfinite(energies)):
-            raise DataError(f"{energy_file}: energies contain NaN or inf")
+    energies = None if energy_file is None else _energies_at(Path(energy_file), timesteps, dump_file)
     return Frames(
         topology=topology,
         positions=positions,

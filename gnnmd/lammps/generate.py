@@ -201,6 +201,37 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
     return variables
 
 
+def run_segment(protocol: Protocol, k: int, seed: int, work: Path, threads: int, progress: bool) -> dict:
+    """Run segment k with LAMMPS into work/segment_kkk; its manifest entry."""
+    folder = work / f"segment_{k:03d}"
+    folder.mkdir()
+    total_steps = protocol.equil_steps + (protocol.frames_per_segment - 1) * protocol.stride
+    result = run_input(
+        lammps_input(protocol.input_file),
+        segment_variables(protocol, seed, folder),
+        folder / "log.lammps",
+        total_steps,
+        desc=f"segment {k + 1}/{protocol.segments}",
+        threads=threads,
+        progress=progress,
+        read_variables=("temp",) if protocol.input_file == "water.lmp" else (),
+    )
+    if result["natoms"] != protocol.atoms:
+        raise RuntimeError(
+            f"LAMMPS placed {result['natoms']} atoms instead of {protocol.atoms} (box {protocol.box} too small "
+            f"for random insertion?); see {folder / 'log.lammps'}"
+        )
+    return {
+        "seed": seed,
+        "temperature": result.get("temp", protocol.temperature[1]),
+        "data_file": f"{folder.name}/system.data",
+        "dump_file": f"{folder.name}/frames.lammpstrj",
+        "energy_file": f"{folder.name}/energy.txt",
+        "log_file": f"{folder.name}/log.lammps",
+        "lammps_version": result["version"],
+    }
+
+
 def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
     """Run every segment with LAMMPS into a fresh directory, read the frames back, write the manifest.
 
@@ -216,47 +247,11 @@ def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: in
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
-    input_file = lammps_input(protocol.input_file)
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
-    total_steps = protocol.equil_steps + (protocol.frames_per_segment - 1) * protocol.stride
-    segments = []
-    version = None
     started = time.time()
-    outer = tqdm(
-        range(protocol.segments),
-        desc=f"{protocol.system} segments",
-        disable=not progress or protocol.segments == 1,
-    )
-    for k in outer:
-        folder = work / f"segment_{k:03d}"
-        folder.mkdir()
-        variables = segment_variables(protocol, int(seeds[k]), folder)
-        result = run_input(
-            input_file,
-            variables,
-            folder / "log.lammps",
-            total_steps,
-            desc=f"segment {k + 1}/{protocol.segments}",
-            threads=threads,
-            progress=progress,
-            read_variables=("temp",) if protocol.input_file == "water.lmp" else (),
-        )
-        if result["natoms"] != protocol.atoms:
-            raise RuntimeError(
-                f"LAMMPS placed {result['natoms']} atoms instead of {protocol.atoms} (box {protocol.box} too small "
-                f"for random insertion?); see {folder / 'log.lammps'}"
-            )
-        version = result["version"]
-        segments.append(
-            {
-                "seed": int(seeds[k]),
-                "temperature": result.get("temp", protocol.temperature[1]),
-                "data_file": f"{folder.name}/system.data",
-                "dump_file": f"{folder.name}/frames.lammpstrj",
-                "energy_file": f"{folder.name}/energy.txt",
-                "log_file": f"{folder.name}/log.lammps",
-            }
-        )
+    outer = tqdm(range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1)
+    segments = [run_segment(protocol, k, int(seeds[k]), work, threads, progress) for k in outer]
+    version = [segment.pop("lammps_version") for segment in segments][-1]
     manifest = {
         "source": "LAMMPS",
         "lammps_version": version,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from gnnmd.analysis.plotting import pyplot
+
 SYSTEM_NAMES = {"water": "water (216)", "big-water": "big water (1600)", "argon": "argon"}
 
 
@@ -39,18 +41,9 @@ def markdown_table(rows: list[dict], study: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_error_vs_size(rows: list[dict], study: list[dict], path: Path) -> Path:
     """Force MAE of each water-trained model on water (216) and big water (1600), beside the study's."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     water_rows = [r for r in rows if r["train_system"] == "water" and r["eval_system"] in ("water", "big-water")]
     for run in dict.fromkeys(r["run"] for r in water_rows):
@@ -70,7 +63,7 @@ def plot_error_vs_size(rows: list[dict], study: list[dict], path: Path) -> Path:
 
 def plot_error_vs_finetune_frames(rows: list[dict], path: Path) -> Path:
     """Argon force MAE after fine-tuning on N frames (encoders trained or frozen), zero-shot dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for k, parent in enumerate(dict.fromkeys(r["parent"] for r in rows if r["parent"])):
         color = f"C{k}"
