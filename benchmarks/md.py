@@ -6,19 +6,16 @@ speed and structure (RDF peaks). The defaults use the shipped models in benchmar
 
 Each system starts from the data file its dataset wrote (an equilibrated configuration with velocities);
 the model run and the LAMMPS reference run the same number of NVE steps with dumps at the same stride.
-Writes benchmarks/results/md.json (rows {"system", "model", "ensemble", "timestep_fs", "steps",
-"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}) and md_<system>.png;
-`--systems water` runs one system and keeps the other rows of md.json."""
+Writes benchmarks/results/md.json, or --out (rows {"system", "model", "ensemble", "timestep_fs", "steps",
+"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}), and md_<system>.png beside
+it; `--systems water` runs one system and keeps the other rows of md.json."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
@@ -26,52 +23,20 @@ from results_file import write_results  # noqa: E402  (benchmarks/ is the script
 RESULTS = HERE / "results"
 
 
-def lammps_reference(data_dir: Path, steps: int, timestep: float, dump_every: int, out: Path, threads: int) -> dict:
-    """Plain LAMMPS with the system's own force field, NVE from the same start, on as many threads as the
-    model gets (torch's), so that the speed ratio compares like with like."""
-    from gnnmd.lammps.engine import load_system_commands, start_lammps
-    from gnnmd.lammps.generate import DEFAULTS
-
-    manifest = json.loads((data_dir / "manifest.json").read_text())
-    # datasets written before the manifest named its force field used the system's default one
-    forcefield = manifest["protocol"].get("forcefield") or DEFAULTS[manifest["system"]].forcefield
-    out.mkdir(parents=True, exist_ok=True)
-    lmp = start_lammps(log=out / "log.lammps", threads=threads)
-    lmp.commands_list(
-        load_system_commands(data_dir / "segment_000" / "system.data", forcefield)
-        + [
-            "fix integrate all nve",
-            f"timestep {timestep}",
-            "thermo_style custom step temp pe ke etotal",
-            f"thermo {max(1, steps // 20)}",
-            f"dump trajectory all custom {dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
-            "dump_modify trajectory sort id format float %.10g",
-            "variable etotal equal etotal",
-            f'fix energy all ave/time {dump_every} 1 {dump_every} c_thermo_temp v_etotal file {out / "thermo.txt"}',
-        ]
-    )
-    started = time.perf_counter()
-    lmp.command(f"run {steps}")
-    seconds = time.perf_counter() - started
-    natoms = int(lmp.get_natoms())
-    lmp.close()
-    step, temp, etotal = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2).T
-    drift = float(np.polyfit(step * timestep / 1000.0, etotal / natoms, 1)[0])
-    return {
-        "seconds": seconds,
-        "steps_per_second": steps / seconds,
-        "energy_drift_per_atom_per_ps": drift,
-        "mean_temperature": float(temp.mean()),
-    }
-
-
 def run_system(
-    name: str, model: Path, data_dir: Path, picoseconds: float, timestep: float, dump_every: int, work: Path
+    name: str,
+    model: Path,
+    data_dir: Path,
+    picoseconds: float,
+    timestep: float,
+    dump_every: int,
+    work: Path,
+    results: Path = RESULTS,
 ) -> dict:
     import torch
 
     from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
-    from gnnmd.lammps.md import run_md
+    from gnnmd.lammps.md import dataset_forcefield, run_lammps_md, run_md
 
     steps = int(round(picoseconds * 1000.0 / timestep))
     data_file = data_dir / "segment_000" / "system.data"
@@ -88,7 +53,19 @@ def run_system(
     )
     print(f"{name}: plain LAMMPS", flush=True)
     threads = torch.get_num_threads()
-    reference = lammps_reference(data_dir, steps, timestep, dump_every, work / f"{name}_lammps", threads)
+    # plain LAMMPS with the system's own force field, NVE from the same start, on as many threads as the
+    # model gets (torch's), so that the speed ratio compares like with like
+    reference = run_lammps_md(
+        data_file,
+        dataset_forcefield(data_dir),
+        steps,
+        work / f"{name}_lammps",
+        timestep=timestep,
+        dump_every=dump_every,
+        thermo_every=dump_every,
+        threads=threads,
+        overwrite=True,
+    )
     dumps = {
         "model": work / f"{name}_model" / "trajectory.lammpstrj",
         "lammps": work / f"{name}_lammps" / "trajectory.lammpstrj",
@@ -101,7 +78,7 @@ def run_system(
     if stop is None or stop > skip + 1:
         rdf_model = compute_rdfs(data_file, dumps["model"], r_max=r_max, skip=skip, stop=stop)
         rdf_lammps = compute_rdfs(data_file, dumps["lammps"], r_max=r_max, skip=skip, stop=stop)
-        plot_rdfs(rdf_lammps, rdf_model, RESULTS / f"md_{name}.png", labels=("LAMMPS", "gnnmd model"))
+        plot_rdfs(rdf_lammps, rdf_model, results / f"md_{name}.png", labels=("LAMMPS", "gnnmd model"))
         comparison = compare_rdfs(rdf_lammps, rdf_model)
     return {
         "system": name,
@@ -141,14 +118,15 @@ def main() -> None:
     parser.add_argument("--dump-every", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path("md_benchmark"), help="where trajectories go")
     parser.add_argument("--systems", default="water,argon")
-    parser.add_argument("--out", type=Path, default=RESULTS / "md.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "md.json", help="results JSON (the plots go beside it)")
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # the plots go there first
     rows = []
     for name in args.systems.split(","):
         model = args.water_model if name == "water" else args.argon_model
         data = args.water_data if name == "water" else args.argon_data
         timestep = args.water_timestep if name == "water" else args.argon_timestep
-        row = run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work)
+        row = run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work, args.out.parent)
         rows.append({**row, "command": " ".join(["python", *sys.argv])})
         print(json.dumps(rows[-1], indent=1), flush=True)
     # a run of some systems keeps the rows of the others (each row says how it was made)

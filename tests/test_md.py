@@ -22,9 +22,7 @@ def argon_model(argon_run, tmp_path_factory):
     model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
     path = tmp_path_factory.mktemp("model") / "argon.pt"
     rms = float(np.sqrt((frames.forces**2).mean()))
-    save_checkpoint(
-        path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms}
-    )
+    save_checkpoint(path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms})
     return path
 
 
@@ -40,9 +38,7 @@ def test_md_integrates_the_model_forces(argon_run, argon_model, tmp_path):
     assert not np.allclose(trajectory.positions[0], trajectory.positions[-1])  # atoms moved
     model_forces = ModelForces(argon_model, trajectory.topology)
     for k in range(len(trajectory)):
-        expected, _ = model_forces(
-            trajectory.positions[k].astype(np.float64), trajectory.cells[k].astype(np.float64)
-        )
+        expected, _ = model_forces(trajectory.positions[k].astype(np.float64), trajectory.cells[k].astype(np.float64))
         assert np.abs(expected).mean() > 1e-2  # the check below would be empty with zero forces
         assert np.abs(trajectory.forces[k] - expected).max() < 1e-4 * np.abs(expected).max() + 1e-6
 
@@ -50,9 +46,7 @@ def test_md_integrates_the_model_forces(argon_run, argon_model, tmp_path):
 def test_md_refuses_a_system_with_unknown_types(water_run, argon_model, tmp_path, capsys):
     out = tmp_path / "md"
     water_data = water_run / "segment_000" / "system.data"
-    code = main(
-        ["md", "--model", str(argon_model), "--system", str(water_data), "--steps", "5", "--out", str(out)]
-    )
+    code = main(["md", "--model", str(argon_model), "--system", str(water_data), "--steps", "5", "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err
     assert "system.data: atom type 1 (O: q=-0.82" in err and "unknown to the model" in err
@@ -64,10 +58,7 @@ def test_md_refuses_a_bad_checkpoint(argon_run, tmp_path, capsys):
     broken.write_bytes(b"\x00not a checkpoint")
     out = tmp_path / "md"
     data_file = argon_run / "segment_000" / "system.data"
-    assert (
-        main(["md", "--model", str(broken), "--system", str(data_file), "--steps", "5", "--out", str(out)])
-        == 2
-    )
+    assert main(["md", "--model", str(broken), "--system", str(data_file), "--steps", "5", "--out", str(out)]) == 2
     assert "broken.pt: not a readable gnnmd checkpoint" in capsys.readouterr().err
     assert not out.exists()
 

@@ -51,7 +51,7 @@ class Protocol:
         return self.count * 3 if self.input_file == "water.lmp" else self.count
 
 
-# The study's protocols (DESIGN.md); water dumped from right after minimisation (equil_steps=0).
+# The study's protocols (docs/design.md); water dumped from right after minimisation (equil_steps=0).
 WATER = dict(input_file="water.lmp", forcefield="spcfw.ff", timestep=2.0, temperature=(280.0, 360.0), pressure=1.0)
 ARGON = dict(input_file="argon.lmp", forcefield="argon.ff", timestep=1.0, temperature=(1.0, 90.0), pressure=3.0)
 STUDY = {

@@ -1,11 +1,15 @@
 """A trained model as LAMMPS' force provider: LAMMPS integrates (nve/nvt, its own thermostat), and at
 every step `fix external pf/callback` asks gnnmd for the forces (and energy) of the current positions
-and cell. The graph is rebuilt each step from what LAMMPS holds."""
+and cell. The graph is rebuilt each step from what LAMMPS holds.
+
+`run_lammps_md` runs the same MD with the system's own force field instead (plain LAMMPS, the
+reference), and `thermo_statistics` turns either run's thermo table into the summary's numbers."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +17,160 @@ from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
 from gnnmd.inference.forces import ModelForces
-from gnnmd.lammps.engine import start_lammps
+from gnnmd.lammps.engine import load_system_commands, start_lammps
+from gnnmd.lammps.generate import DEFAULTS
+
+
+@dataclass(frozen=True)
+class _Dynamics:
+    """What run_md and run_lammps_md share: the integration and the output, both set by LAMMPS commands."""
+
+    steps: int
+    timestep: float
+    ensemble: str
+    temperature: float | None
+    seed: int
+    dump_every: int
+    thermo_every: int
+    tdamp: float
+
+    def check(self) -> None:
+        if self.ensemble not in ("nve", "nvt"):
+            raise ValueError(f"ensemble must be nve or nvt, got {self.ensemble!r}")
+        if self.ensemble == "nvt" and self.temperature is None:
+            raise ValueError("--ensemble nvt needs --temperature")
+        if self.steps < 1 or self.timestep <= 0 or self.dump_every < 1:
+            raise ValueError("steps, timestep and dump-every must be positive")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace its files")
+
+
+def _model_system_commands(data_file: Path, topology) -> list[str]:
+    """Load the system with no force field of its own: the bonded styles are zero, the model gives all."""
+    commands = ["units real", "atom_style full", "boundary p p p", f"read_data {data_file} nocoeff", "pair_style none"]
+    if len(topology.bonds):
+        commands += ["bond_style zero", "bond_coeff *"]
+    if len(topology.angles):
+        commands += ["angle_style zero", "angle_coeff *"]
+    return commands
+
+
+def _dynamics_commands(run: _Dynamics, out: Path, model_fix: bool) -> list[str]:
+    """Velocities, (the model's fix external,) the integrator, and the dump, log and thermo.txt outputs.
+    thermo.txt's columns: step, temperature, potential energy, time (fs), kinetic and total energy."""
+    commands = []
+    if run.temperature is not None:
+        commands.append(f"velocity all create {run.temperature} {run.seed} mom yes rot yes dist gaussian")
+    if model_fix:
+        commands += ["fix model all external pf/callback 1 1", "fix_modify model energy yes"]
+    every = run.thermo_every
+    return commands + [
+        (
+            f"fix integrate all nvt temp {run.temperature} {run.temperature} {run.tdamp}"
+            if run.ensemble == "nvt"
+            else "fix integrate all nve"
+        ),
+        f"timestep {run.timestep}",
+        "thermo_style custom step temp pe ke etotal press",
+        f"thermo {max(1, run.steps // 20)}",
+        f"dump trajectory all custom {run.dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
+        "dump_modify trajectory sort id format float %.10g",
+        "variable time equal step*dt",
+        "variable ke equal ke",
+        "variable etotal equal etotal",
+        f"fix thermo all ave/time {every} 1 {every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal "
+        f'file {out / "thermo.txt"} format " %.10g"',
+    ]
 
 
 def _box_matrix(lmp) -> np.ndarray:
     boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
     lx, ly, lz = np.subtract(boxhi, boxlo)
     return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+
+
+class _ModelCallback:
+    """`fix external`'s callback: the model's forces (and energy) for the atoms LAMMPS holds.
+
+    LAMMPS cannot take a Python exception: the first failure is kept (`failed_at`, `error`) and the run
+    finishes on zero forces, skipping the model."""
+
+    def __init__(self, lmp, forces_of: ModelForces, n_atoms: int, bar: tqdm):
+        self.lmp, self.forces_of, self.n_atoms, self.bar = lmp, forces_of, n_atoms, bar
+        self.failed_at: int | None = None
+        self.error: BaseException | None = None
+        self.has_energy = False
+
+    def __call__(self, _caller, step, nlocal, tags, x, f):
+        if self.error is not None:  # LAMMPS runs on to the end of `run`: the run is already lost
+            f[:nlocal] = 0.0
+            return
+        try:
+            order = np.asarray(tags, dtype=np.int64) - 1
+            positions = np.empty((self.n_atoms, 3))
+            positions[order] = x[:nlocal]
+            forces, energy = self.forces_of(positions, _box_matrix(self.lmp))
+            if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
+                raise FloatingPointError("the model's forces or energy are not finite")
+            f[:nlocal] = forces[order]
+            if energy is not None:
+                self.has_energy = True
+                self.lmp.fix_external_set_energy_global("model", energy)
+            self.bar.n = min(int(step), self.bar.total)
+            self.bar.refresh()
+        except Exception as err:
+            self.failed_at, self.error = int(step), err
+            f[:nlocal] = 0.0
+
+    @property
+    def failure(self) -> str | None:
+        return None if self.error is None else f"{type(self.error).__name__}: {self.error}"
+
+
+def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> float:
+    """`run steps`; the seconds it took. LAMMPS is closed afterwards."""
+    started = time.perf_counter()
+    try:
+        lmp.command(f"run {steps}")
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - started
+    lmp.close()
+    return seconds
+
+
+def thermo_statistics(thermo_file, n_atoms: int, failed_at: int | None = None, energy: bool = True) -> dict:
+    """The statistics of a run's thermo.txt (as run_md and run_lammps_md write it): the total energy's
+    drift per atom per ps (a straight-line fit) and its largest change per atom from the start, the mean
+    temperature, and whether the run blew up (a failure at step `failed_at`: the rows from there on are
+    left out; or non-finite numbers). No drift for a blown-up run or under three rows, and no energy
+    numbers if the forces came with no `energy`."""
+    thermo = np.loadtxt(thermo_file, comments="#", ndmin=2)
+    if failed_at is not None:  # what LAMMPS logged after the failure ran on zero forces
+        thermo = thermo[thermo[:, 0] < failed_at]
+    _, temp, _, time_fs, _, etotal = thermo.T
+    blown_up = failed_at is not None or not np.all(np.isfinite(thermo))
+    drift = float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0]) if len(thermo) > 2 and not blown_up else None
+    return {
+        "energy_drift_per_atom_per_ps": drift if energy else None,
+        "max_abs_energy_change_per_atom": (
+            float(np.abs(etotal - etotal[0]).max() / n_atoms) if energy and len(etotal) else None
+        ),
+        "mean_temperature": float(temp.mean()) if len(temp) else None,
+        "blown_up": blown_up,
+    }
+
+
+def _speed(steps: int, n_atoms: int, seconds: float) -> dict:
+    return {
+        "seconds": round(seconds, 3),
+        "steps_per_second": steps / seconds,
+        "atom_steps_per_second": steps * n_atoms / seconds,
+    }
 
 
 def run_md(
@@ -45,100 +196,23 @@ def run_md(
     A run whose model fails part-way (non-finite forces, a molecule torn apart) is a result, not a crash:
     the summary says `blown_up`, the step and the reason, and its statistics cover the steps before."""
     data_file, out = Path(data_file), Path(out)
-    if ensemble not in ("nve", "nvt"):
-        raise ValueError(f"ensemble must be nve or nvt, got {ensemble!r}")
-    if ensemble == "nvt" and temperature is None:
-        raise ValueError("--ensemble nvt needs --temperature")
-    if steps < 1 or timestep <= 0 or dump_every < 1:
-        raise ValueError("steps, timestep and dump-every must be positive")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace its files")
+    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
+    run.check()
+    _check_out(out, overwrite)
     # everything that can be wrong with the inputs is found before LAMMPS starts
     topology = read_topology(data_file)
     forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types)
     out.mkdir(parents=True, exist_ok=True)
 
     lmp = start_lammps(log=out / "log.lammps")
-    commands = [
-        "units real",
-        "atom_style full",
-        "boundary p p p",
-        f"read_data {data_file} nocoeff",
-        "pair_style none",
-    ]
-    if len(topology.bonds):
-        commands += ["bond_style zero", "bond_coeff *"]
-    if len(topology.angles):
-        commands += ["angle_style zero", "angle_coeff *"]
-    if temperature is not None:
-        commands.append(f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian")
-    commands += [
-        "fix model all external pf/callback 1 1",
-        "fix_modify model energy yes",
-        (
-            f"fix integrate all nvt temp {temperature} {temperature} {tdamp}"
-            if ensemble == "nvt"
-            else "fix integrate all nve"
-        ),
-        f"timestep {timestep}",
-        "thermo_style custom step temp pe ke etotal press",
-        f"thermo {max(1, steps // 20)}",
-        f"dump trajectory all custom {dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
-        "dump_modify trajectory sort id format float %.10g",
-        "variable time equal step*dt",
-        "variable ke equal ke",
-        "variable etotal equal etotal",
-        f"fix thermo all ave/time {thermo_every} 1 {thermo_every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal "
-        f'file {out / "thermo.txt"} format " %.10g"',
-    ]
-    lmp.commands_list(commands)
+    lmp.commands_list(_model_system_commands(data_file, topology) + _dynamics_commands(run, out, model_fix=True))
     n_atoms = topology.n_atoms
-    bar = tqdm(total=steps, desc="MD", unit="step", disable=not progress)
-    failure: list[tuple[int, BaseException]] = []
-    has_energy = [False]
-
-    def callback(_caller, step, nlocal, tags, x, f):
-        if failure:  # LAMMPS runs on to the end of `run`: skip the model, the run is already lost
-            f[:nlocal] = 0.0
-            return
-        try:
-            order = np.asarray(tags, dtype=np.int64) - 1
-            positions = np.empty((n_atoms, 3))
-            positions[order] = x[:nlocal]
-            forces, energy = forces_of(positions, _box_matrix(lmp))
-            if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
-                raise FloatingPointError("the model's forces or energy are not finite")
-            f[:nlocal] = forces[order]
-            if energy is not None:
-                has_energy[0] = True
-                lmp.fix_external_set_energy_global("model", energy)
-            bar.n = min(int(step), steps)
-            bar.refresh()
-        except Exception as err:  # LAMMPS cannot take a Python exception; finish the run with zero forces
-            failure.append((int(step), err))
-            f[:nlocal] = 0.0
-
+    callback = _ModelCallback(lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=not progress))
     lmp.set_fix_external_callback("model", callback, None)
-    started = time.perf_counter()
-    try:
-        lmp.command(f"run {steps}")
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    lmp.close()
+    seconds = _timed_run(lmp, steps, callback.bar)
 
-    thermo = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)
-    failed_at = failure[0][0] if failure else None
-    if failed_at is not None:  # what LAMMPS logged after the failure ran on zero forces
-        thermo = thermo[thermo[:, 0] < failed_at]
-    step, temp, pe, time_fs, ke, etotal = thermo.T
-    blown_up = failed_at is not None or not np.all(np.isfinite(thermo))
+    failed_at = callback.failed_at
     steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
-    drift = (
-        float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0])
-        if len(thermo) > 2 and not blown_up
-        else None
-    )
     summary = {
         "checkpoint": str(checkpoint),
         "system": str(data_file),
@@ -147,18 +221,61 @@ def run_md(
         "ensemble": ensemble,
         "timestep_fs": timestep,
         "steps": steps,
-        "seconds": round(seconds, 3),
-        "steps_per_second": steps_run / seconds,
-        "atom_steps_per_second": steps_run * n_atoms / seconds,
-        "model_energy": has_energy[0],
-        "energy_drift_per_atom_per_ps": drift if has_energy[0] else None,
-        "max_abs_energy_change_per_atom": (
-            float(np.abs(etotal - etotal[0]).max() / n_atoms) if has_energy[0] and len(etotal) else None
-        ),
-        "mean_temperature": float(temp.mean()) if len(temp) else None,
-        "blown_up": blown_up,
+        **_speed(steps_run, n_atoms, seconds),
+        "model_energy": callback.has_energy,
+        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
         "failed_at_step": failed_at,
-        "failure": None if failed_at is None else f"{type(failure[0][1]).__name__}: {failure[0][1]}",
+        "failure": callback.failure,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def dataset_forcefield(data_dir) -> str:
+    """The force field (a file in lammps_inputs/) that a `gnnmd generate` dataset was made with, from its
+    manifest.json; datasets written before the manifest named it used their system's default one."""
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    return manifest["protocol"].get("forcefield") or DEFAULTS[manifest["system"]].forcefield
+
+
+def run_lammps_md(
+    data_file,
+    forcefield: str,
+    steps: int,
+    out,
+    timestep: float = 1.0,
+    ensemble: str = "nve",
+    temperature: float | None = None,
+    seed: int = 1,
+    dump_every: int = 10,
+    thermo_every: int = 1,
+    tdamp: float = 100.0,
+    threads: int = 1,
+    overwrite: bool = False,
+) -> dict:
+    """Plain LAMMPS, the reference for run_md: the same MD (start, integrator, dump and thermo.txt) with
+    the system's own force field `forcefield` (see dataset_forcefield) on `threads` threads (OPENMP styles)
+    in place of a model. Writes the dump, log, thermo.txt and summary.json into `out`; the summary has
+    run_md's statistics and speed."""
+    data_file, out = Path(data_file), Path(out)
+    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
+    run.check()
+    _check_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    lmp = start_lammps(log=out / "log.lammps", threads=threads)
+    lmp.commands_list(load_system_commands(data_file, forcefield) + _dynamics_commands(run, out, model_fix=False))
+    n_atoms = int(lmp.get_natoms())
+    seconds = _timed_run(lmp, steps)
+    summary = {
+        "forcefield": forcefield,
+        "system": str(data_file),
+        "atoms": n_atoms,
+        "ensemble": ensemble,
+        "timestep_fs": timestep,
+        "steps": steps,
+        "threads": threads,
+        **_speed(steps, n_atoms, seconds),
+        **thermo_statistics(out / "thermo.txt", n_atoms),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
