@@ -6,7 +6,12 @@ except the ones named here with the reason."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import gnnmd
 
@@ -102,3 +107,23 @@ def test_functions_are_short():
                     long.append(f"{module}.{node.name}: {lines} lines")
     assert not long, "\n".join(long)
     assert len(LONG_FUNCTIONS_ALLOWED) <= 3
+
+
+@pytest.mark.slow
+def test_a_plain_install_carries_every_package_and_the_lammps_inputs(tmp_path):
+    """`pip install .` (not editable) must give a gnnmd that finds its LAMMPS inputs: build the wheel and
+    look inside (the package list in pyproject.toml is explicit, so a new subpackage must be added there)."""
+    root = PACKAGE.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("gnnmd-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for source in sorted(PACKAGE.rglob("*.py")):
+        assert source.relative_to(root).as_posix() in names, f"{source} is not in the wheel"
+    inputs = [p for p in (root / "lammps_inputs").iterdir() if p.is_file() and p.suffix != ".pyc"]
+    assert inputs
+    for source in inputs:
+        assert f"gnnmd/lammps_inputs/{source.name}" in names, f"{source} is not in the wheel"
