@@ -16,16 +16,15 @@ import json
 import subprocess
 from pathlib import Path
 
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+from common import RESULTS, write_results
 
-from gnnmd.study.reproduction import SCALES
+from gnnmd.study.reproduction import command_options
+from gnnmd.study.scales import SCALES
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-# the default scale of `gnnmd reproduce` defines the runs (one place for both)
+# the default scale of `gnnmd reproduce` defines the runs (one place for both), as `gnnmd train` options
 SCALE = SCALES["default"]
-RUNS = SCALE.water_runs
-COMMON = [*SCALE.train_common, "--threads", "1", "--no-progress"]
+RUNS = {name: command_options(options) for name, options in SCALE.water_runs.items()}
+COMMON = [*command_options(SCALE.train_common), "--threads", "1", "--no-progress"]
 
 
 def row_of(run_dir: Path) -> dict:

@@ -18,16 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _memory_kb(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+from common import RESULTS, default_water, memory_kb, reset_peak_memory, write_results
 
 
 def all_pairs_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float):
@@ -42,9 +33,7 @@ def all_pairs_edges(positions: np.ndarray, cell: np.ndarray, cutoff: float):
 
 def measure(method: str, data: Path, reps: int, cutoff: float, repeats: int) -> dict:
     """One (method, size) point, in this process."""
-    from gnnmd.data import load_frames
-    from gnnmd.data.frames import replicate
-    from gnnmd.data.graphs import GraphBuilder
+    from gnnmd.data import GraphBuilder, load_frames, replicate
 
     frames = load_frames(data)
     topology, positions, cell = replicate(
@@ -61,9 +50,7 @@ def measure(method: str, data: Path, reps: int, cutoff: float, repeats: int) -> 
         def build():
             return all_pairs_edges(positions, cell, cutoff)
 
-    baseline = _memory_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as handle:  # resets VmHWM to the current RSS
-        handle.write("5")
+    baseline = reset_peak_memory()
     times, edges = [], 0
     for _ in range(repeats):
         start = time.perf_counter()
@@ -71,7 +58,7 @@ def measure(method: str, data: Path, reps: int, cutoff: float, repeats: int) -> 
         times.append(time.perf_counter() - start)
         edges = result.num_edges if method == "vesin" else len(result[0])
         del result
-    peak = _memory_kb("VmHWM") - baseline
+    peak = memory_kb("VmHWM") - baseline
     return {
         "method": method,
         "atoms": int(topology.n_atoms),
@@ -79,15 +66,6 @@ def measure(method: str, data: Path, reps: int, cutoff: float, repeats: int) -> 
         "peak_mb": round(peak / 1024, 1),
         "edges": int(edges),
     }
-
-
-def default_water(workdir: Path) -> Path:
-    """One equilibrated frame of 216 SPC/Fw molecules (648 atoms), made with LAMMPS."""
-    from gnnmd.lammps.generate import generate, protocol_for
-
-    out = workdir / "water216"
-    generate(protocol_for("water", segments=1, frames=1, equil_steps=2000), out, progress=False)
-    return out
 
 
 def main() -> None:

@@ -17,10 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+from common import BENCHMARKS, RESULTS, write_results
 
-RESULTS = HERE / "results"
+HERE = BENCHMARKS
 
 
 def run_system(

@@ -1,4 +1,4 @@
-"""The reference study end to end (same as `gnnmd reproduce`; see gnnmd/reproduce.py).
+"""The reference study end to end (same as `gnnmd reproduce`; see gnnmd/study/reproduction.py).
 
     python benchmarks/reproduce.py [--scale quick|default|full] [--work reproduce]
 

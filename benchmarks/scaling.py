@@ -4,9 +4,9 @@ training time per 648-atom frame.
 
     python benchmarks/scaling.py [--data DIR] [--reps 1,2,3,4,6] [--models mpnn,eqforce,nequip]
 
-A step is what MD needs per timestep: graph from positions and cell, forward pass, forces (autograd for
-the energy model) and, with PME, the Coulomb forces. Each family has the size of its shipped model in
-benchmarks/models/; LAMMPS gets as many OpenMP threads as torch has. Each point runs in its own process
+A step is what MD needs per timestep, one call of a checkpoint's force function (gnnmd.inference.ModelForces,
+as `gnnmd md` makes it): graph from positions and cell, forward pass, forces (autograd for the energy model)
+and, with PME, the Coulomb forces. Each family has the size of its shipped model in benchmarks/models/; LAMMPS gets as many OpenMP threads as torch has. Each point runs in its own process
 so its peak memory (VmHWM above the resident size before the step) is its own. Writes benchmarks/results/scaling.json (rows {"model", "electrostatics", "atoms",
 "seconds_per_step", "peak_mb"}; "model": "lammps" for the reference) and scaling.png."""
 
@@ -21,61 +21,61 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_scaling import _memory_kb, default_water  # noqa: E402
-
-
-def _replicated(data: Path, reps: int):
-    from gnnmd.data import load_frames
-    from gnnmd.data.frames import replicate
-
-    frames = load_frames(data)
-    return replicate(frames.topology, frames.positions[0], frames.cells[0].astype(np.float64), (reps,) * 3)
-
+from common import RESULTS, SHIPPED_MODELS, default_water, memory_kb, reset_peak_memory, write_results
 
 # the size of each family that the repository ships (cost depends on channels, layers and cutoff, not on
 # the weights); a family without a shipped model falls back to its defaults
-SHIPPED = Path(__file__).resolve().parent / "models"
 SHIPPED_RUN = {"mpnn": "mpnn-water", "eqforce": "eqforce-water", "nequip": "nequip-pme-water"}
 
 
-def _model(family: str):
+def shipped_model(family: str):
+    """(model, checkpoint info) of the family's shipped model, or (a model of its defaults, None)."""
     from gnnmd.models import build_model
     from gnnmd.models.checkpoint import load_model
 
-    checkpoint = SHIPPED / SHIPPED_RUN.get(family, family) / "best.pt"
+    checkpoint = SHIPPED_MODELS / SHIPPED_RUN.get(family, family) / "best.pt"
     if checkpoint.is_file():
-        model, _ = load_model(checkpoint, family)
-        return model
-    return build_model(family)
+        return load_model(checkpoint, family)
+    return build_model(family), None
 
 
-def step_function(family: str, electrostatics: str, data: Path, reps: int):
-    """A closure doing one MD step's force evaluation, and the atom count."""
-    import torch
+def checkpoint_for(family: str, pme: bool, frames, folder: Path) -> Path:
+    """A checkpoint of the family at its shipped size for a row with or without PME: the shipped file
+    itself where it fits, else one written to `folder` (the shipped weights, or a model of the family's
+    defaults, with the PME settings `gnnmd train --electrostatics pme` stores for this water)."""
+    from gnnmd.models.checkpoint import save_checkpoint
+    from gnnmd.models.electrostatics import Electrostatics
 
-    from gnnmd.data.graphs import GraphBuilder
+    model, info = shipped_model(family)
+    if info is not None and (info["electrostatics"] or not pme):
+        return Path(info["path"])
+    settings = Electrostatics.for_system(frames.topology, frames.mean_cell()).config() if pme else None
+    type_table = info["type_table"] if info else frames.topology.type_table()
+    normalisation = info["normalisation"] if info else {}
+    return save_checkpoint(
+        folder / f"{family}.pt", model, type_table=type_table, normalisation=normalisation, electrostatics=settings
+    )
 
-    topology, positions, cell = _replicated(data, reps)
-    model = _model(family).eval()
-    builder = GraphBuilder(topology, model.hyper["cutoff"])
-    coulomb = None
-    if electrostatics == "pme":
-        from gnnmd.models.electrostatics import Electrostatics
 
-        coulomb = Electrostatics.for_system(topology, cell)
+def step_function(family: str, electrostatics: str, data: Path, reps: int, folder: Path):
+    """A closure doing one MD step's force evaluation (gnnmd's force function of a checkpoint, as `gnnmd md`
+    calls it: graph from positions and cell, forward, forces and, with PME, the Coulomb forces), and the
+    atom count."""
+    from gnnmd.data import load_frames, replicate
+    from gnnmd.inference import ModelForces
+
+    frames = load_frames(data)
+    topology, positions, cell = replicate(
+        frames.topology, frames.positions[0], frames.cells[0].astype(np.float64), (reps,) * 3
+    )
+    pme = electrostatics == "pme"
+    forces_of = ModelForces(checkpoint_for(family, pme, frames, folder), topology, electrostatics=pme)
+    # PME set-up for this cell now (the force function would do it on its first call), so that a step's
+    # peak memory is the step's own
+    forces_of.prepare(cell)
 
     def step():
-        graph = builder(positions, cell)
-        with torch.enable_grad() if model.needs_grad else torch.no_grad():
-            forces = model(graph)["forces"].detach()
-        if coulomb is not None:
-            _, coulomb_forces = coulomb(torch.as_tensor(positions, dtype=torch.float64), torch.as_tensor(cell))
-            forces = forces + coulomb_forces.to(forces.dtype)
-        return forces
+        return forces_of(positions, cell)
 
     return step, topology.n_atoms
 
@@ -110,8 +110,8 @@ def train_function(family: str, data: Path):
     from gnnmd.data import FrameDataset, load_frames
 
     frames = load_frames(data)
-    model = _model(family).train()
-    graph = FrameDataset(frames, model.hyper["cutoff"])[0]
+    model = shipped_model(family)[0].train()
+    graph = FrameDataset(frames, model.cutoff)[0]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():
@@ -123,7 +123,8 @@ def train_function(family: str, data: Path):
     return step, frames.topology.n_atoms
 
 
-def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, repeats: int) -> dict:
+def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, repeats: int, folder: Path) -> dict:
+    """One point, in this process; `folder` takes the checkpoint a row may need written."""
     from gnnmd.memory import keep_freed_memory
 
     keep_freed_memory()  # as `gnnmd md` and every gnnmd command run
@@ -132,13 +133,11 @@ def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, 
     elif kind == "train":
         step, atoms = train_function(family, data)
     else:
-        step, atoms = step_function(family, electrostatics, data, reps)
+        step, atoms = step_function(family, electrostatics, data, reps, folder)
     # peak memory of a step: above the resident size before the first one (later steps reuse what the
     # first mapped, as gnnmd keeps freed memory: gnnmd/memory.py)
-    baseline = _memory_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    step()  # warm-up: first-call allocations, PME set-up
+    baseline = reset_peak_memory()
+    step()  # warm-up: first-call allocations
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -149,7 +148,7 @@ def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, 
         "electrostatics": "pppm" if kind == "lammps" else electrostatics,
         "atoms": atoms,
         "seconds_per_step": float(np.min(times)),
-        "peak_mb": round((_memory_kb("VmHWM") - baseline) / 1024, 1),
+        "peak_mb": round((memory_kb("VmHWM") - baseline) / 1024, 1),
     }
 
 
@@ -190,7 +189,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, family, elec, reps = args.child
-        print(json.dumps(measure(kind, family, elec, args.data, int(reps), args.repeats)))
+        with tempfile.TemporaryDirectory() as folder:
+            print(json.dumps(measure(kind, family, elec, args.data, int(reps), args.repeats, Path(folder))))
         return
 
     def child(kind, family, elec, reps):

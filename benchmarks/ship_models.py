@@ -12,7 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-MODELS = Path(__file__).resolve().parent / "models"
+from common import SHIPPED_MODELS as MODELS
+
 SHIPPED = {  # shipped name: run name in a reproduction
     "nequip-pme-water": "nequip-pme-water",
     "nequip-none-water": "nequip-none-water",
@@ -27,8 +28,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, required=True, help="runs/ folder of a `gnnmd reproduce` work folder")
     parser.add_argument("--out", type=Path, default=MODELS)
-    parser.add_argument("--only", nargs="+", choices=sorted(SHIPPED), help="ship these models only (e.g. the runs "
-                        "a reproduction still under way has finished)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SHIPPED),
+        help="ship these models only (e.g. the runs a reproduction still under way has finished)",
+    )
     args = parser.parse_args()
     for name, run in SHIPPED.items():
         if args.only and name not in args.only:

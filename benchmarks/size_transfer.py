@@ -17,17 +17,31 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+from common import RESULTS, SHIPPED_MODELS, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 WATER_MASS_G_PER_MOL = 18.01528
 AVOGADRO_PER_A3 = 0.602214076  # g/cm^3 = (g/mol) / (A^3 x 0.6022)
 
 
+def run_frames(frames, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The indices into `frames` of the training and the validation frames of the run with this config
+    (gnnmd.data.run_split, which training uses; with --max-frames it picks a subset, found again here by
+    each frame's segment and timestep)."""
+    from gnnmd.data import run_split
+
+    chosen, train, val = run_split(
+        frames, config.get("max_frames"), config.get("val_fraction", 0.1), config.get("split_seed", 0)
+    )
+    where = {(s, t): k for k, (s, t) in enumerate(zip(frames.segments.tolist(), frames.timesteps.tolist()))}
+    if len(where) != len(frames):
+        raise ValueError("frames share a (segment, timestep): cannot find the run's frames among them")
+    index = np.array([where[key] for key in zip(chosen.segments.tolist(), chosen.timesteps.tolist())], dtype=np.int64)
+    return index[train], index[val]
+
+
 def per_frame_rows(model_path: Path, data: Path, system: str) -> list[dict]:
-    from gnnmd.data import load_frames, split_indices
-    from gnnmd.inference.evaluate import evaluate_checkpoint
-    from gnnmd.models.checkpoint import load_model
+    from gnnmd.data import load_frames
+    from gnnmd.inference import evaluate_checkpoint
 
     frames = load_frames(data)
     result, info = evaluate_checkpoint(model_path, data, "all", progress=False)
@@ -36,10 +50,9 @@ def per_frame_rows(model_path: Path, data: Path, system: str) -> list[dict]:
     ref = np.abs(result["ref"]).reshape(len(frames), n_atoms * 3)
     volume = np.abs(np.linalg.det(frames.cells.astype(np.float64)))
     density = (n_atoms // 3) * WATER_MASS_G_PER_MOL / (AVOGADRO_PER_A3 * volume)
-    split = np.full(len(frames), "test", dtype=object)
-    if system == "water":  # the model's own train/validation split of these frames
-        config = load_model(model_path)[1]["config"] or {}
-        train, val = split_indices(frames, config.get("val_fraction", 0.1), config.get("split_seed", 0))
+    split = np.full(len(frames), "test", dtype=object)  # frames the model never trained on
+    if system == "water":
+        train, val = run_frames(frames, info["config"] or {})
         split[train], split[val] = "train", "val"
     return [
         {
@@ -76,7 +89,7 @@ def by_density(rows: list[dict], edges: np.ndarray) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=RESULTS.parent / "models" / "nequip-pme-water" / "best.pt")
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODELS / "nequip-pme-water" / "best.pt")
     parser.add_argument("--water", type=Path, required=True)
     parser.add_argument("--big-water", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=RESULTS / "size_transfer.json")

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_file import write_results  # noqa: E402  (benchmarks/ is the script's folder)
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS, write_results
 
 
 def atoms_per_second(checkpoint: Path, data: Path, repeats: int) -> tuple[dict, int, float]:
     from gnnmd.data import load_frames
-    from gnnmd.inference.forces import ModelForces
+    from gnnmd.inference import ModelForces
 
     frames = load_frames(data)
     forces_of = ModelForces(checkpoint, frames.topology, str(data))

@@ -49,11 +49,15 @@ class ModelForces:
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
-        self.with_coulomb = None  # PME set up on the first cell seen
+        self.with_coulomb = None  # PME set up on the first cell seen (or by `prepare`)
+
+    def prepare(self, cell: np.ndarray) -> None:
+        """Set up what depends on the system's cell once (the PME mesh), before the first call."""
+        self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell)
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.with_coulomb is None:
-            self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell)
+            self.prepare(cell)
         graph = self.builder(positions, cell)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:
