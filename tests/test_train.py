@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,13 +18,24 @@ from gnnmd.cli import main
 from gnnmd.data import load_frames, split_indices
 from gnnmd.inference.evaluate import evaluate_model
 from gnnmd.models.checkpoint import load_model, read_checkpoint
+from gnnmd.train import TrainConfig as PackageTrainConfig
 from gnnmd.train.trainer import TrainConfig, train
 
 
 def _config(data, runs, **kw):
     base = dict(
-        data=str(data), runs_dir=str(runs), model="eqforce", hyper={"hidden": 16}, epochs=4, batch_size=2,
-        lr=3e-3, warmup_epochs=1, progress=False, checkpoint_every=2, patience=100, electrostatics="none",
+        data=str(data),
+        runs_dir=str(runs),
+        model="eqforce",
+        hyper={"hidden": 16},
+        epochs=4,
+        batch_size=2,
+        lr=3e-3,
+        warmup_epochs=1,
+        progress=False,
+        checkpoint_every=2,
+        patience=100,
+        electrostatics="none",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -45,7 +58,24 @@ def test_force_only_training_cuts_the_loss_5x_below_predicting_zero(water_run, t
         assert column in rows[0]
     assert (tmp_path / "fit" / "best.pt").is_file() and (tmp_path / "fit" / "summary.txt").read_text().strip()
     config_json = json.loads((tmp_path / "fit" / "config.json").read_text())
-    assert config_json["normalisation"]["force_scale"] > 5 and config_json["train_frames"] + config_json["val_frames"] == 12
+    assert (
+        config_json["normalisation"]["force_scale"] > 5
+        and config_json["train_frames"] + config_json["val_frames"] == 12
+    )
+
+
+def test_config_json_loads_back_to_the_resolved_config(water_run, tmp_path):
+    torch.set_num_threads(1)
+    config = _config(water_run, tmp_path, name="json", epochs=1, hyper={"hidden": 8}, electrostatics="auto")
+    train(config)
+    assert config.electrostatics == "auto" and config.hyper == {"hidden": 8}  # the caller's config is untouched
+    with pytest.raises(FrozenInstanceError):
+        config.epochs = 2
+    loaded = TrainConfig.from_json(tmp_path / "json" / "config.json")
+    hyper = read_checkpoint(tmp_path / "json" / "best.pt")["hyper"]  # the model's: defaults and cutoff filled in
+    assert hyper["hidden"] == 8 and hyper["cutoff"] == config.cutoff
+    resolved = replace(config, data=str(Path(water_run).resolve()), electrostatics="pme", hyper=hyper)
+    assert PackageTrainConfig is TrainConfig and loaded == resolved
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(water_run, tmp_path):
@@ -79,10 +109,28 @@ def test_finetune_keeps_frozen_parts_bit_identical(water_run, argon_run, tmp_pat
     # argon neighbours sit at ~3.8 A, so the water parent needs the study's argon cutoff (4.4 A)
     parent_summary = train(_config(water_run, tmp_path, name="water", epochs=2, cutoff=4.4))
     parent = tmp_path / "water" / "best.pt"
-    code = main([
-        "finetune", "--from", str(parent), "--data", str(argon_run), "--runs-dir", str(tmp_path), "--name", "argon",
-        "--freeze", "encoders,mp1", "--epochs", "3", "--lr", "1e-3", "--batch-size", "2", "--no-progress",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--from",
+            str(parent),
+            "--data",
+            str(argon_run),
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            "argon",
+            "--freeze",
+            "encoders,mp1",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "val force MAE" in capsys.readouterr().out
     before, _ = load_model(parent)
     after, info = load_model(tmp_path / "argon" / "best.pt")
@@ -98,16 +146,56 @@ def test_finetune_keeps_frozen_parts_bit_identical(water_run, argon_run, tmp_pat
     assert info["parent"]["type_table"][0]["name"] == "O"
     assert info["normalisation"]["force_scale"] < 0.2 * info["parent"]["normalisation"]["force_scale"]
     assert parent_summary["model"] == info["family"] == "eqforce"
-    assert main(["finetune", "--from", str(parent), "--data", str(argon_run), "--runs-dir", str(tmp_path),
-                 "--name", "bad", "--freeze", "nonsense", "--no-progress"]) == 2
+    loaded = TrainConfig.from_json(tmp_path / "argon" / "config.json")
+    assert loaded.freeze == ("encoders", "mp1") and loaded.model == "eqforce" and loaded.init_from == str(parent)
+    assert (
+        main(
+            [
+                "finetune",
+                "--from",
+                str(parent),
+                "--data",
+                str(argon_run),
+                "--runs-dir",
+                str(tmp_path),
+                "--name",
+                "bad",
+                "--freeze",
+                "nonsense",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_ddp_two_cpu_processes_end_with_identical_weights(water_run, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "gnnmd.cli", "train", "--model", "mpnn", "--hyper", "hidden=16", "--data", str(water_run),
-        "--runs-dir", str(tmp_path), "--name", "ddp", "--epochs", "1", "--batch-size", "2", "--no-progress",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "gnnmd.cli",
+        "train",
+        "--model",
+        "mpnn",
+        "--hyper",
+        "hidden=16",
+        "--data",
+        str(water_run),
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "ddp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--no-progress",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

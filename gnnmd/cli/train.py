@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gnnmd.cli.common import set_threads
-from gnnmd.train.trainer import LOSSES, TrainConfig
+from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
 
 
 def _hyper(text: str) -> tuple[str, object]:
@@ -45,7 +45,7 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
     p.add_argument(
         "--electrostatics",
-        choices=("auto", "pme", "none"),
+        choices=ELECTROSTATICS,
         default="auto",
         help="PME Coulomb of the node charges added to the model, which learns the rest (auto: pme when the system has charges)",
     )
@@ -134,7 +134,7 @@ def _print_summary(summary: dict) -> int:
 
 
 def run_train(args) -> int:
-    from gnnmd.train.trainer import train
+    from gnnmd.train import train
 
     set_threads(args.threads)
     config = _config(args, model=args.model, hyper=dict(args.hyper))
@@ -142,16 +142,13 @@ def run_train(args) -> int:
 
 
 def run_finetune(args) -> int:
-    from gnnmd.models.checkpoint import read_checkpoint
-    from gnnmd.train.trainer import train
+    from gnnmd.train import train
+    from gnnmd.train.setup import finetune_defaults
 
     set_threads(args.threads)
-    parent = read_checkpoint(args.init_from)
-    freeze = [part.strip() for part in args.freeze.split(",") if part.strip()]
-    name = args.name or f"{parent['family']}-finetune-{Path(args.data).resolve().name}"
-    config = _config(
-        args, init_from=str(args.init_from), freeze=freeze, cutoff=args.cutoff or parent["cutoff"], model=parent["family"], name=name
-    )
+    freeze = tuple(part.strip() for part in args.freeze.split(",") if part.strip())
+    defaults = finetune_defaults(args.init_from, args.data, args.name, args.cutoff)
+    config = _config(args, init_from=str(args.init_from), freeze=freeze, **defaults)
     return _print_summary(train(config))
 
 
@@ -168,7 +165,9 @@ def add_walls(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="the model's training dataset (`gnnmd generate`)")
     p.add_argument("--out", type=Path, required=True, help="new checkpoint (.pt)")
     p.add_argument("--strength", type=float, help="wall k in kcal/mol/A^3 (default: the model's)")
-    p.add_argument("--margin", type=float, help="walls at margin x shortest and longest / margin (default: the model's)")
+    p.add_argument(
+        "--margin", type=float, help="walls at margin x shortest and longest / margin (default: the model's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_walls)
 

@@ -1,0 +1,70 @@
+"""The run configuration of `gnnmd train` / `gnnmd finetune`: immutable; the trainer derives the values
+it resolves (electrostatics "auto", the parent's family and hyper-parameters) as a new config with
+`dataclasses.replace`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+LOSSES = ("l1", "mse", "huber")
+ELECTROSTATICS = ("auto", "pme", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    model: str = "eqforce"
+    hyper: dict = field(default_factory=dict)
+    name: str | None = None
+    runs_dir: str = "runs"
+    cutoff: float = 3.4
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_decay: float = 0.95  # per epoch, after warm-up
+    warmup_epochs: int = 5
+    zero_penalty: float = 0.0  # warm-up only: weight of the penalty on near-zero predicted forces
+    loss: str = "l1"
+    huber_delta: float = 1.0  # in units of the force RMS
+    energy_weight: float = 0.0
+    electrostatics: str = "auto"  # pme | none | auto (pme when the system has charges)
+    seed: int = 0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_frames: int | None = None
+    patience: int = 10
+    checkpoint_every: int = 6
+    augment: bool | None = None  # None: rotate when the model is not equivariant
+    max_minutes: float | None = None
+    progress: bool = True
+    overwrite: bool = False
+    resume: bool = False
+    # fine-tuning
+    init_from: str | None = None
+    freeze: tuple = ()
+    keep_normalisation: bool = False
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got {self.lr}, {self.lr_decay}")
+        if self.electrostatics not in ELECTROSTATICS:
+            raise ValueError(f"electrostatics must be one of {', '.join(ELECTROSTATICS)}, got {self.electrostatics!r}")
+        if self.warmup_epochs < 0 or self.energy_weight < 0 or self.zero_penalty < 0:
+            raise ValueError("warmup_epochs, energy_weight and zero_penalty must not be negative")
+
+    @classmethod
+    def from_json(cls, path) -> TrainConfig:
+        """The config a run wrote to its config.json (resolved: data path, electrostatics, model and
+        hyper-parameters as trained); the file's other keys (frames, normalisation, ...) are ignored."""
+        values = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        kept = {key: value for key, value in values.items() if key in names}
+        kept["freeze"] = tuple(kept.get("freeze") or ())
+        return cls(**kept)

@@ -1,0 +1,281 @@
+"""Everything a run needs before its first epoch: the frames and their split, the Coulomb cache, the
+normalisation, the model (new, or fine-tuned from a parent checkpoint), the run directory, the state
+to resume, and the resolved configuration that config.json and every checkpoint record.
+
+Forces are learned in units of the training set's force RMS (the model multiplies its output by a
+stored `force_scale`), so a force-only loss has an O(1) target and cannot settle on zero (seed 000)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import gnnmd
+from gnnmd.data import FrameDataset, coulomb_cache, load_frames, run_split
+from gnnmd.files import file_sha256
+from gnnmd.inference.metrics import type_labels
+from gnnmd.models import build_model
+from gnnmd.models.checkpoint import load_model, read_checkpoint
+from gnnmd.train.config import TrainConfig
+from gnnmd.train.distributed import Distributed
+
+# settings a resumed run must share with the checkpoint it continues
+RESUME_KEYS = (
+    "model",
+    "seed",
+    "cutoff",
+    "batch_size",
+    "loss",
+    "lr",
+    "data",
+    "max_frames",
+    "val_fraction",
+    "split_seed",
+    "electrostatics",
+)
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class RunData:
+    """The run's frames and split; the type table is always the data's own, also when fine-tuning."""
+
+    path: Path
+    frames: object
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    type_table: list
+    labels: list
+
+
+def load_data(config: TrainConfig) -> RunData:
+    path = Path(config.data)
+    frames, train_idx, val_idx = run_split(load_frames(path), config.max_frames, config.val_fraction, config.split_seed)
+    if config.energy_weight > 0 and frames.energies is None:
+        raise ValueError(f"{path}: has no energies, so --energy-weight must be 0")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"{path}: {len(frames)} frames give an empty train or validation split")
+    type_table = frames.topology.type_table()
+    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table))
+
+
+def check_cutoff(config: TrainConfig, data: RunData) -> None:
+    """A cutoff that leaves a frame without atom pairs would train a model that sees nothing."""
+    probe = FrameDataset(data.frames, config.cutoff, data.train_idx[:1])[0]
+    if probe.edge_index.shape[1] == 0:
+        raise ValueError(
+            f"{data.path}: no atom pairs closer than the cutoff {config.cutoff} A; the model would see nothing"
+        )
+
+
+# ---------------------------------------------------------------- electrostatics and scales
+
+
+def resolve_electrostatics(config: TrainConfig, frames) -> TrainConfig:
+    """The config with `auto` made `pme` (the system has charges) or `none`."""
+    from gnnmd.models.electrostatics import has_charges
+
+    charged = has_charges(frames.topology)
+    choice = config.electrostatics
+    if choice == "auto":
+        choice = "pme" if charged else "none"
+    if choice == "pme" and not charged:
+        raise ValueError(
+            f"{Path(config.data)}: the system has no charges, so --electrostatics pme adds nothing; use none"
+        )
+    return replace(config, electrostatics=choice)
+
+
+def coulomb_for(config: TrainConfig, data: RunData, dist: Distributed):
+    """(Coulomb cache of every frame, PME settings for the checkpoint), or (None, None) without PME.
+
+    The cache is computed once (rank 0 first, next to the dataset's frames.npz, so the other ranks and
+    later runs read it) and the network learns the rest."""
+    from gnnmd.models.electrostatics import Electrostatics
+
+    if config.electrostatics == "none":
+        return None, None
+    frames = data.frames
+    electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell())
+    directory = data.path if data.path.is_dir() else None
+    cache = None
+    if dist.main:
+        cache = coulomb_cache(frames, directory, electrostatics, progress=config.progress)
+    dist.barrier()
+    if cache is None:
+        cache = coulomb_cache(frames, directory, electrostatics, progress=False)
+    return cache, electrostatics.config()
+
+
+def normalisation_from(frames, train_idx, coulomb=None) -> dict:
+    """Scales of what the network learns: the forces, or reference minus Coulomb with PME."""
+    forces = frames.forces[train_idx].astype(np.float64)
+    energies = None if frames.energies is None else frames.energies[train_idx]
+    if coulomb is not None:
+        forces = forces - coulomb.forces[train_idx]
+        energies = None if energies is None else energies - coulomb.energies[train_idx]
+    norm = {"force_scale": float(np.sqrt(np.mean(forces**2))), "force_mean_abs": float(np.mean(np.abs(forces)))}
+    if energies is not None:
+        norm["energy_shift"] = float(np.mean(energies) / frames.topology.n_atoms)
+    if not norm["force_scale"] > 0:
+        raise ValueError("the training forces are all zero; nothing to learn")
+    return norm
+
+
+# ---------------------------------------------------------------- the model
+
+
+def _new_model(config: TrainConfig):
+    """(model, config with the model's hyper-parameters): a fresh model seeded from config.seed."""
+    if config.freeze:
+        raise ValueError("--freeze only makes sense when fine-tuning from a checkpoint")
+    hyper = dict(config.hyper)
+    if float(hyper.get("cutoff", config.cutoff)) != float(config.cutoff):
+        raise ValueError(f"set the cutoff with --cutoff ({config.cutoff} A), not --hyper cutoff={hyper['cutoff']}")
+    hyper["cutoff"] = float(config.cutoff)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, **hyper)
+    return model, replace(config, hyper=dict(model.hyper))
+
+
+def _parent_model(config: TrainConfig):
+    """(model, config with the parent's family and hyper-parameters, parent record, parent's
+    normalisation): the checkpoint at config.init_from, moved to config.cutoff, with config.freeze fixed."""
+    model, info = load_model(config.init_from)
+    if float(config.cutoff) != float(info["cutoff"]):
+        if config.keep_normalisation:
+            raise ValueError(
+                f"{config.init_from}: --keep-normalisation keeps the parent's neighbour count, which a new "
+                f"cutoff ({config.cutoff} A, parent {info['cutoff']} A) changes; drop one of the two"
+            )
+        model = model.with_cutoff(config.cutoff)
+    parent = {
+        "path": info["path"],
+        "sha256": file_sha256(config.init_from),
+        "family": info["family"],
+        "gnnmd_version": info["gnnmd_version"],
+        "type_table": info["type_table"],
+        "normalisation": info["normalisation"],
+    }
+    for group in config.freeze:
+        for _, p in model.parameters_of(group):
+            p.requires_grad_(False)
+    config = replace(config, model=info["family"], hyper=dict(model.hyper))
+    return model, config, parent, info["normalisation"]
+
+
+def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: dict):
+    """(model, resolved config, normalisation, parent record or None). Fine-tuning with
+    keep_normalisation takes the parent's normalisation and fits no priors; otherwise the model fits
+    its priors (nequip: per-type scales, walls) on the training frames."""
+    parent = None
+    if config.init_from:
+        model, config, parent, parent_normalisation = _parent_model(config)
+        if config.keep_normalisation:
+            normalisation = dict(parent_normalisation)
+    else:
+        model, config = _new_model(config)
+    model.set_normalisation(normalisation)
+    if not (config.init_from and config.keep_normalisation):
+        fitted = model.fit_priors(data.frames, coulomb=coulomb, indices=data.train_idx)
+        if fitted is not None:
+            normalisation["model_fit"] = fitted
+    return model, config, normalisation, parent
+
+
+# ---------------------------------------------------------------- run directory and resume
+
+
+def prepare_run_dir(config: TrainConfig, dist: Distributed) -> Path:
+    name = config.name or f"{config.model}-{Path(config.data).resolve().name}"
+    run_dir = Path(config.runs_dir) / name
+    if dist.main:
+        if run_dir.exists() and not config.resume:
+            if not config.overwrite:
+                raise FileExistsError(f"{run_dir}: run directory exists; use --resume to continue it or --overwrite")
+            shutil.rmtree(run_dir)
+        if config.resume and not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir}: nothing to resume")
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    return run_dir
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+    return found[-1] if found else None
+
+
+@dataclass
+class TrainingState:
+    """Where the epoch loop starts, its metrics rows so far, and the best validation loss."""
+
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_loss": math.inf, "epoch": None, "bad_epochs": 0})
+
+
+def _check_resumable(config: TrainConfig, ckpt_path: Path, payload: dict) -> None:
+    if payload.get("training") is None:
+        raise ValueError(f"{ckpt_path}: holds no training state to resume")
+    saved = dict(payload["config"])
+    for key in RESUME_KEYS:
+        ours = getattr(config, key)
+        ours = str(Path(ours).resolve()) if key == "data" else ours
+        if saved.get(key) != ours:
+            raise ValueError(f"{ckpt_path}: was made with {key}={saved.get(key)!r}, this run has {ours!r}")
+
+
+def resume_state(config: TrainConfig, run_dir: Path, model, optimizer) -> TrainingState:
+    """A fresh state, or (config.resume) the latest checkpoint's, with its weights and optimiser state
+    loaded into `model` and `optimizer`."""
+    if not config.resume:
+        return TrainingState()
+    ckpt_path = latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from")
+    payload = read_checkpoint(ckpt_path)
+    _check_resumable(config, ckpt_path, payload)
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["training"]["optimizer"])
+    training = payload["training"]
+    return TrainingState(payload["epoch"], training["history"], training["best"])
+
+
+def resolved_config(config: TrainConfig, data: RunData, model, normalisation, parent, world: int) -> dict:
+    """What config.json and every checkpoint record: the config's fields (data path resolved) and what
+    the run derived from them."""
+    resolved = asdict(config)
+    resolved["data"] = str(data.path.resolve())
+    resolved["freeze"] = list(config.freeze)
+    resolved.update(
+        frames=len(data.frames),
+        train_frames=len(data.train_idx),
+        val_frames=len(data.val_idx),
+        atoms=data.frames.topology.n_atoms,
+        normalisation=normalisation,
+        type_table=data.type_table,
+        world_size=world,
+        gnnmd_version=gnnmd.__version__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        parent=parent,
+    )
+    return resolved
+
+
+def finetune_defaults(init_from, data, name: str | None = None, cutoff: float | None = None) -> dict:
+    """`gnnmd finetune`'s defaults from the parent checkpoint: the run name
+    <family>-finetune-<data dir name>, the parent's cutoff, and its model family."""
+    parent = read_checkpoint(init_from)
+    return {
+        "name": name or f"{parent['family']}-finetune-{Path(data).resolve().name}",
+        "cutoff": cutoff or parent["cutoff"],
+        "model": parent["family"],
+    }
