@@ -2,7 +2,7 @@
 
 from gnnmd.data.coulomb_cache import CoulombCache, coulomb_cache
 from gnnmd.data.dataset import FrameDataset, choose_frames, make_loader, run_split, split_indices
-from gnnmd.data.frames import Frames, make_whole, replicate
+from gnnmd.data.frames import DataWarning, Frames, make_whole, replicate
 from gnnmd.data.graphs import EDGE_CLASSES, GraphBuilder, build_graph, neighbor_list
 from gnnmd.data.reader import DataError, load_frames, read_lammps, read_run, read_topology
 from gnnmd.data.topology import Topology
@@ -11,6 +11,7 @@ __all__ = [
     "EDGE_CLASSES",
     "CoulombCache",
     "DataError",
+    "DataWarning",
     "FrameDataset",
     "Frames",
     "GraphBuilder",

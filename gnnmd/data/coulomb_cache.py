@@ -9,12 +9,14 @@ the data layer stores, it does not do physics."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gnnmd.data.frames import NPZ_ERRORS, DataWarning
 from gnnmd.files import atomic_write
 
 CACHE_VERSION = 1
@@ -61,16 +63,33 @@ def _cache_key(frames, electrostatics) -> str:
     return digest.hexdigest()[:16]
 
 
+def _read(path: Path, frames, electrostatics) -> CoulombCache | None:
+    """The stored cache, or None (with a warning naming the file) when it is broken and must be recomputed."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            energies, forces = data["energies"], data["forces"]
+        if energies.shape != (len(frames),) or forces.shape != frames.positions.shape:
+            raise ValueError(f"energies {energies.shape} and forces {forces.shape} do not fit the frames")
+    except NPZ_ERRORS as err:
+        warnings.warn(
+            f"{path}: broken Coulomb cache ({type(err).__name__}: {err}); recomputing it", DataWarning, stacklevel=3
+        )
+        return None
+    return CoulombCache(energies, forces, electrostatics.config(), path)
+
+
 def coulomb_cache(frames, directory: str | Path | None, electrostatics, progress: bool = True) -> CoulombCache:
     """Coulomb energies and forces of every frame by `electrostatics` (an `Electrostatics`: its
     `config()`, charges, excluded pairs and `compute_frames`), read from `directory` when stored there
-    before, else computed and, with a `directory`, stored."""
+    before, else computed and, with a `directory`, stored (a broken stored file is named, recomputed and
+    replaced atomically)."""
     path = None
     if directory is not None:
         path = Path(directory) / f"coulomb_{_cache_key(frames, electrostatics)}.npz"
         if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                return CoulombCache(data["energies"], data["forces"], electrostatics.config(), path)
+            cache = _read(path, frames, electrostatics)
+            if cache is not None:
+                return cache
     energies, forces = electrostatics.compute_frames(frames, progress=progress)
     cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
     if path is not None:

@@ -4,6 +4,9 @@ Frames, not graphs, are what is kept on disk: edges are rebuilt on the fly (docs
 
 from __future__ import annotations
 
+import json
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -13,6 +16,15 @@ from gnnmd.data.topology import Topology
 from gnnmd.files import atomic_write
 
 FRAMES_FILE = "frames.npz"  # a dataset folder's frames, read back from its LAMMPS output
+META_KEY = "meta"  # what a frames file records about itself: one JSON string, readable without pickle
+# what np.load and reading an npz's members raise for a missing, truncated or otherwise broken file
+NPZ_ERRORS = (
+    OSError, ValueError, KeyError, IndexError, EOFError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error
+)  # fmt: skip
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but is not quite right (a truncated last frame, a cache that cannot be checked)."""
 
 
 @dataclass
@@ -31,8 +43,11 @@ class Frames:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def save(self, path: Path) -> None:
-        """Write atomically (temp file + rename), so an interrupted save never leaves a broken file."""
+    def save(self, path: Path, meta: dict | None = None) -> None:
+        """Write atomically (temp file + rename), so an interrupted save never leaves a broken file.
+
+        `meta` (anything JSON can hold) is stored beside the arrays as a one-element string array, so the
+        file stays loadable with allow_pickle=False; `load_with_meta` gives it back."""
         path = Path(path)
         arrays = {f"topology_{f.name}": getattr(self.topology, f.name) for f in fields(Topology)}
         arrays.update(
@@ -44,15 +59,24 @@ class Frames:
         )
         if self.energies is not None:
             arrays["energies"] = self.energies
+        if meta is not None:
+            arrays[META_KEY] = np.array([json.dumps(meta)])
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: Path) -> Frames:
+        return cls.load_with_meta(path)[0]
+
+    @classmethod
+    def load_with_meta(cls, path: Path) -> tuple[Frames, dict | None]:
+        """The frames of a file written by `save`, and the `meta` saved with them (None without).
+
+        A missing, truncated or otherwise broken file is a ValueError naming it."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
                 topology = Topology(**{f.name: data[f"topology_{f.name}"] for f in fields(Topology)})
-                return cls(
+                frames = cls(
                     topology=topology,
                     positions=data["positions"],
                     forces=data["forces"],
@@ -61,8 +85,10 @@ class Frames:
                     timesteps=data["timesteps"],
                     segments=data["segments"],
                 )
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"{path}: not a readable gnnmd frames file ({err})") from err
+                meta = json.loads(str(data[META_KEY][0])) if META_KEY in data else None
+        except NPZ_ERRORS as err:
+            raise ValueError(f"{path}: not a readable gnnmd frames file ({type(err).__name__}: {err})") from err
+        return frames, meta
 
     def mean_cell(self) -> np.ndarray:
         """The mean cell (float64): one representative cell, e.g. to choose PME settings once per system."""
@@ -106,9 +132,7 @@ def replicate(topology: Topology, positions: np.ndarray, cell: np.ndarray, reps:
     positions = make_whole(topology, positions, cell)
     shifts = np.array([(a, b, c) for a in range(nx) for b in range(ny) for c in range(nz)], dtype=np.float64)
     copies = len(shifts)
-    big_positions = (
-        (positions[None, :, :] + (shifts @ cell)[:, None, :]).reshape(-1, 3).astype(positions.dtype)
-    )
+    big_positions = (positions[None, :, :] + (shifts @ cell)[:, None, :]).reshape(-1, 3).astype(positions.dtype)
     offsets = (np.arange(copies) * n)[:, None, None]
     molecule_span = int(topology.molecules.max()) + 1 if n else 0
 

@@ -12,12 +12,15 @@ MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce, "nequip
 
 
 def build_model(family: str, **hyper) -> ForceModel:
+    """A new model of `family`; any error of its constructor (an unknown name, a negative size, ...) is a
+    ValueError naming the family and the hyper-parameters given."""
     if family not in MODELS:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(sorted(MODELS))}")
     try:
         return MODELS[family](**hyper)
-    except TypeError as err:
-        raise ValueError(f"bad hyper-parameters for {family}: {err}") from err
+    except (TypeError, ValueError, RuntimeError) as err:
+        given = ", ".join(f"{name}={value!r}" for name, value in hyper.items()) or "none given"
+        raise ValueError(f"bad hyper-parameters (--hyper) for {family} ({given}): {err}") from err
 
 
 __all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "NequIP", "build_model"]
