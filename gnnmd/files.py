@@ -43,3 +43,67 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class BusyError(RuntimeError):
+    """Another gnnmd process is writing the same folder."""
+
+
+class FolderLock:
+    """An OS lock (flock) on a folder gnnmd is writing, held on a hidden file beside it (`.NAME.lock`):
+    a second writer gets a BusyError, and the lock goes away with the process however it ends."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder).absolute()
+        self.path = self.folder.parent / f".{self.folder.name}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BusyError(
+                f"{self.folder}: another gnnmd process (pid {owner}) is writing it; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def plain_name(name: str, what: str = "name") -> str:
+    """`name` if it names one entry of a folder: no path separator, not '.', '..' or empty."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"{what} must be a plain name (no '/', not '.' or '..'), got {name!r}")
+    return name
+
+
+def swap_in(new, target) -> None:
+    """Replace `target` by the complete folder `new` (same parent): the old one is moved aside first and
+    deleted only once `new` is in its place, so a crash leaves one of the two whole."""
+    new, target = Path(new), Path(target)
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(aside)
+    new.rename(target)
+    if aside.exists():
+        import shutil
+
+        shutil.rmtree(aside)

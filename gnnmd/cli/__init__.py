@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large systems: reuse a step's memory instead of page-faulting it afresh
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # bad input, files, LAMMPS: one line, no traceback
         print(f"gnnmd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was being written is cleaned up (or left whole) on the way out
+        print(f"gnnmd {args.command}: interrupted", file=sys.stderr)
+        return 130
 

@@ -69,9 +69,22 @@ def select_frames(frames, info: dict, split: str):
     if split == "all":
         return None
     config = info.get("config") or {}
+    if "frames" not in config:
+        raise ValueError(f"{info['path']}: records no training run, so it has no {split} split; use --split all")
     frames, train_idx, val_idx = run_split(
         frames, config.get("max_frames"), config.get("val_fraction", 0.1), config.get("split_seed", 0)
     )
+    same = (len(frames), frames.topology.n_atoms, frames.topology.type_table()) == (
+        config["frames"],
+        config.get("atoms"),
+        config.get("type_table"),
+    )
+    if not same:
+        raise ValueError(
+            f"{info['path']}: was trained on {config.get('data')} ({config['frames']} frames of {config.get('atoms')} "
+            f"atoms), not on this data ({len(frames)} frames of {frames.topology.n_atoms} atoms); its {split} split "
+            "exists only there: use --split all"
+        )
     return frames, (train_idx if split == "train" else val_idx)
 
 

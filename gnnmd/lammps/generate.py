@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -17,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd import __version__
+from gnnmd.files import FolderLock, swap_in
 from gnnmd.lammps.engine import lammps_input, run_input
 
 SYSTEMS = ("water", "big-water", "argon", "argon-train")
@@ -232,21 +234,59 @@ def run_segment(protocol: Protocol, k: int, seed: int, work: Path, threads: int,
     }
 
 
+def is_gnnmd_dataset(folder: Path) -> bool:
+    """A dataset `gnnmd generate` made: its manifest.json says so."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "gnnmd_version" in manifest and manifest.get("source") == "LAMMPS"
+
+
+def _dataset_target(out, overwrite: bool) -> Path:
+    """`out` as an absolute path, once it is clear that it may be written: a new or empty folder, or
+    (with `overwrite`) a dataset gnnmd made, and not the folder the user is in."""
+    out = Path(os.path.abspath(out))
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if Path.cwd() == out or out in Path.cwd().parents:
+        raise ValueError(f"{out}: is the current folder or contains it; give --out a folder of its own")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        if not is_gnnmd_dataset(out):
+            raise FileExistsError(
+                f"{out}: not a gnnmd dataset (no manifest.json of gnnmd generate); --overwrite replaces only those"
+            )
+    return out
+
+
 def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
-    """Run every segment with LAMMPS into a fresh directory, read the frames back, write the manifest.
+    """Run every segment with LAMMPS into a fresh folder, read the frames back, write the manifest.
 
-    Work happens in a sibling temporary directory that replaces `out` only when complete, so a failed or
-    interrupted run never damages an existing dataset; `out` is replaced only with `overwrite`."""
-    from gnnmd.data.reader import read_run
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    Work happens in a hidden sibling folder (`.NAME.partial`) that replaces `out` only when complete, so a
+    failed or interrupted run never damages an existing dataset; `out` is replaced only with `overwrite`,
+    and only if gnnmd made it. An OS lock keeps a second writer out."""
+    out = _dataset_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
+    with FolderLock(out):
+        work = out.with_name(f".{out.name}.partial")
+        if work.exists():
+            shutil.rmtree(work)  # an interrupted run's, and we hold the lock
+        work.mkdir()
+        try:
+            manifest = _generate_into(protocol, work, threads, progress)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        swap_in(work, out)
+    return manifest
+
+
+def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool) -> dict:
+    """Every segment, the frames read back and the manifest, in `work`."""
+    from gnnmd.data.reader import frames_record, read_run
+
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
     started = time.time()
     outer = tqdm(range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1)
@@ -272,8 +312,5 @@ def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: in
     manifest["type_table"] = frames.topology.type_table()
     manifest["mean_abs_force"] = float(np.abs(frames.forces).mean())
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    frames.save(work / "frames.npz")
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    frames.save(work / "frames.npz", meta=frames_record(work))  # the cache records its sources
     return manifest

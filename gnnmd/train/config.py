@@ -5,8 +5,11 @@ it resolves (electrostatics "auto", the parent's family and hyper-parameters) as
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from gnnmd.files import plain_name
 
 LOSSES = ("l1", "mse", "huber")
 ELECTROSTATICS = ("auto", "pme", "none")
@@ -46,7 +49,18 @@ class TrainConfig:
     freeze: tuple = ()
     keep_normalisation: bool = False
 
+    @property
+    def run_name(self) -> str:
+        """The run folder's name: --name, or <model>-<data folder name>."""
+        return self.name if self.name is not None else f"{self.model}-{Path(self.data).resolve().name}"
+
     def check(self) -> None:
+        """Refuse options that cannot be meant, before anything is read or written."""
+        plain_name(self.run_name, "run name (--name)")
+        if not (isinstance(self.cutoff, (int, float)) and math.isfinite(self.cutoff) and self.cutoff > 0):
+            raise ValueError(f"--cutoff must be a positive number of Angstrom, got {self.cutoff!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "patience"):

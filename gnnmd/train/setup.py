@@ -7,8 +7,8 @@ stored `force_scale`), so a force-only loss has an O(1) target and cannot settle
 
 from __future__ import annotations
 
+import json
 import math
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,21 +23,10 @@ from gnnmd.models import build_model
 from gnnmd.models.checkpoint import load_model, read_checkpoint
 from gnnmd.train.config import TrainConfig
 from gnnmd.train.distributed import Distributed
+from gnnmd.train.run_folder import RunFolder
 
-# settings a resumed run must share with the checkpoint it continues
-RESUME_KEYS = (
-    "model",
-    "seed",
-    "cutoff",
-    "batch_size",
-    "loss",
-    "lr",
-    "data",
-    "max_frames",
-    "val_fraction",
-    "split_seed",
-    "electrostatics",
-)
+# what may change when a run is resumed: how long it goes on, and how it reports
+MAY_CHANGE_ON_RESUME = ("epochs", "patience", "checkpoint_every", "max_minutes", "progress", "overwrite", "resume")
 
 # ---------------------------------------------------------------- data
 
@@ -192,19 +181,16 @@ def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: di
 # ---------------------------------------------------------------- run directory and resume
 
 
-def prepare_run_dir(config: TrainConfig, dist: Distributed) -> Path:
-    name = config.name or f"{config.model}-{Path(config.data).resolve().name}"
-    run_dir = Path(config.runs_dir) / name
+def prepare_run_dir(config: TrainConfig, dist: Distributed) -> RunFolder:
+    """The run's folder, decided on every rank from what exists now, then opened (locked, created) by
+    rank 0 only. Call it once everything else is checked: it is the first thing that writes."""
+    folder = RunFolder(config.runs_dir, config.run_name)
+    folder.plan(config.resume, config.overwrite)
+    folder.path = Path(dist.all_same(str(folder.path))[0])  # rank 0's decision, should ranks have differed
     if dist.main:
-        if run_dir.exists() and not config.resume:
-            if not config.overwrite:
-                raise FileExistsError(f"{run_dir}: run directory exists; use --resume to continue it or --overwrite")
-            shutil.rmtree(run_dir)
-        if config.resume and not run_dir.is_dir():
-            raise FileNotFoundError(f"{run_dir}: nothing to resume")
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        folder.open()
     dist.barrier()
-    return run_dir
+    return folder
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -222,14 +208,27 @@ class TrainingState:
 
 
 def _check_resumable(config: TrainConfig, ckpt_path: Path, payload: dict) -> None:
+    """A resumed run continues the checkpoint's run with the same settings; only how long it goes on
+    (and where it is) may change. Every other difference is refused, listed."""
     if payload.get("training") is None:
         raise ValueError(f"{ckpt_path}: holds no training state to resume")
-    saved = dict(payload["config"])
-    for key in RESUME_KEYS:
-        ours = getattr(config, key)
-        ours = str(Path(ours).resolve()) if key == "data" else ours
-        if saved.get(key) != ours:
-            raise ValueError(f"{ckpt_path}: was made with {key}={saved.get(key)!r}, this run has {ours!r}")
+    saved, ours = payload["config"], asdict(config)
+    ours["data"] = str(Path(config.data).resolve())
+
+    def plain(value):
+        return json.loads(json.dumps(value))
+
+    differ = [
+        f"{key} {saved.get(key)!r} -> {ours[key]!r}"
+        for key in ours
+        if key not in MAY_CHANGE_ON_RESUME and plain(saved.get(key)) != plain(ours[key])
+    ]
+    if differ:
+        raise ValueError(
+            f"{ckpt_path}: --resume continues that run with its own settings, and these differ: "
+            + "; ".join(differ)
+            + " (start a new run, or pass the same options)"
+        )
 
 
 def resume_state(config: TrainConfig, run_dir: Path, model, optimizer) -> TrainingState:

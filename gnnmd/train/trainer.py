@@ -20,6 +20,7 @@ from gnnmd.models.checkpoint import save_checkpoint
 from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
 from gnnmd.train.distributed import Distributed, parameter_digest
 from gnnmd.train.loop import epoch_seed, learning_rate, rank_order, run_epoch
+from gnnmd.train.run_folder import RunFolder
 from gnnmd.train.setup import (
     RunData,
     TrainingState,
@@ -44,13 +45,18 @@ class Run:
     config: TrainConfig
     dist: Distributed
     data: RunData
-    run_dir: Path
+    folder: RunFolder
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     coulomb: object
     state: TrainingState
     checkpoint_info: dict  # type_table, normalisation, config, parent, electrostatics
     started: float
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the run writes now (beside the old run while replacing it)."""
+        return self.folder.path
 
 
 def train(config: TrainConfig, *, stop_after: int | None = None) -> dict:
@@ -66,10 +72,17 @@ def train(config: TrainConfig, *, stop_after: int | None = None) -> dict:
 
 def _train(config: TrainConfig, dist: Distributed, stop_after: int | None) -> dict:
     run = _set_up(config, dist)
-    stopped_early, killed_at = _epoch_loop(run, stop_after)
-    if killed_at is not None:
-        return {"stopped_after": killed_at}
-    return _summary(run, stopped_early)
+    try:
+        stopped_early, killed_at = _epoch_loop(run, stop_after)
+        if killed_at is not None:
+            return {"stopped_after": killed_at}
+        summary = _summary(run, stopped_early)
+        if dist.main:
+            run.folder.finish()  # a replaced run goes only now, with the new one complete
+        dist.barrier()
+        return summary
+    finally:
+        run.folder.close()
 
 
 def _set_up(config: TrainConfig, dist: Distributed) -> Run:
@@ -81,12 +94,16 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
     normalisation = normalisation_from(data.frames, data.train_idx, coulomb)
     model, config, normalisation, parent = prepare_model(config, data, coulomb, normalisation)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    run_dir = prepare_run_dir(config, dist)
-    state = resume_state(config, run_dir, model, optimizer)
+    check_cutoff(config, data)
+    folder = prepare_run_dir(config, dist)  # the first write: everything above is checked
+    try:
+        state = resume_state(config, folder.path, model, optimizer)
+    except BaseException:
+        folder.close()
+        raise
     resolved = resolved_config(config, data, model, normalisation, parent, dist.world)
     if dist.main:
-        atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2))
-    check_cutoff(config, data)
+        atomic_write_text(folder.path / "config.json", json.dumps(resolved, indent=2))
     info = dict(
         type_table=data.type_table,
         normalisation=normalisation,
@@ -94,7 +111,7 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
         parent=parent,
         electrostatics=electrostatics,
     )
-    return Run(config, dist, data, run_dir, model, optimizer, coulomb, state, info, started)
+    return Run(config, dist, data, folder, model, optimizer, coulomb, state, info, started)
 
 
 # ---------------------------------------------------------------- the epochs
@@ -214,7 +231,7 @@ def _summary(run: Run, stopped_early: bool) -> dict:
         raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
     final = history[-1] if history else {}
     summary = {
-        "run_dir": str(run.run_dir),
+        "run_dir": str(run.folder.final),
         "model": config.model,
         "epochs_run": len(history),
         "best_epoch": best["epoch"],
