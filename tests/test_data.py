@@ -343,6 +343,7 @@ def test_generate_bad_protocol_is_refused_before_lammps(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_generate_overwrite_replaces_only_when_complete(tmp_path):
     out = tmp_path / "argon"
     protocol = protocol_for("argon", count=32, frames=2, stride=10, equil_steps=20, seed=5)
@@ -380,6 +381,7 @@ def test_replicated_water_keeps_its_bonds(water_run):
     torch.testing.assert_close(counts(big, topology.n_atoms), counts(small, 96).repeat(8, 1))
 
 
+@pytest.mark.slow
 def test_quickstart_runs_the_whole_job(tmp_path):
     """The README's main job, tiny: LAMMPS water -> training -> evaluation -> figures."""
     out = tmp_path / "qs"

@@ -275,6 +275,7 @@ def test_batched_graphs_match_single_graphs(water):
     assert torch.allclose(batched["energy"], torch.cat([s["energy"] for s in singles]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_learns_water_forces_minus_coulomb(water):
     """A few epochs on 10 frames cut the validation error of reference-minus-Coulomb forces by half."""
     from gnnmd.data import coulomb_cache
@@ -305,6 +306,7 @@ def test_learns_water_forces_minus_coulomb(water):
     assert val_error() < 0.5 * before
 
 
+@pytest.mark.slow
 def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
     """Argon's LJ tail reaches past the water model's cutoff: a model fine-tunes on longer graphs with the
     parent's weights, its radial basis stretched to the new cutoff and its neighbour count refitted."""

@@ -12,6 +12,8 @@ import pytest
 from gnnmd.cli import main
 from gnnmd.study.reproduction import SCALES, Reproduction
 
+pytestmark = pytest.mark.slow
+
 ROW_KEYS = {"model", "electrostatics", "train_system", "eval_system", "finetune_frames", "frozen", "force_mae",
             "force_rmse", "mean_abs_force"}  # fmt: skip
 

@@ -194,6 +194,7 @@ def test_evaluate_refuses_a_split_of_data_the_model_never_split(water_run, argon
     assert run_cli([*args, "--no-progress"], capsys)[0] == 0  # its own data: fine
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, tmp_path):
     out = tmp_path / "argon"
     subprocess.run(["cp", "-a", str(argon_run), str(out)], check=True)

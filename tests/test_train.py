@@ -41,9 +41,10 @@ def _config(data, runs, **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_force_only_training_cuts_the_loss_5x_below_predicting_zero(water_run, tmp_path):
     torch.set_num_threads(1)
-    config = _config(water_run, tmp_path, name="fit", hyper={"hidden": 32}, epochs=30, batch_size=1, lr_decay=0.95)
+    config = _config(water_run, tmp_path, name="fit", hyper={"hidden": 32}, epochs=30, batch_size=1, lr_decay=0.97)
     summary = train(config)
     assert summary["epochs_run"] == 30
     frames = load_frames(water_run)
@@ -78,6 +79,7 @@ def test_config_json_loads_back_to_the_resolved_config(water_run, tmp_path):
     assert PackageTrainConfig is TrainConfig and loaded == resolved
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_equals_an_uninterrupted_run(water_run, tmp_path):
     torch.set_num_threads(1)
     # mpnn: dropout and rotation augmentation make every epoch depend on the random state
@@ -169,6 +171,7 @@ def test_finetune_keeps_frozen_parts_bit_identical(water_run, argon_run, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_identical_weights(water_run, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [
