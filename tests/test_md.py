@@ -26,6 +26,7 @@ def argon_model(argon_run, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_md_integrates_the_model_forces(argon_run, argon_model, tmp_path):
     data_file = argon_run / "segment_000" / "system.data"
     out = tmp_path / "md"
@@ -94,6 +95,7 @@ def test_rdf_command(argon_run, tmp_path, capsys):
     assert prefix.with_suffix(".png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_nve_conserves_the_energy_of_a_conservative_model(argon_run, tmp_path):
     """The energy model (forces = -dE/dr, smooth cutoff) driven by LAMMPS' velocity Verlet: with a small
     timestep the total energy stays within 1e-3 kcal/mol per atom while potential and kinetic energy trade."""
