@@ -4,6 +4,7 @@ check for MD driven by a learned force field."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,42 @@ def _universe(data_file: Path, dump: Path):
         )  # fmt: skip
     except Exception as err:
         raise ValueError(f"{dump}: cannot be read against {data_file} ({err})") from err
+
+
+def frames_before_failure(dump, allow_blown_up: bool = False) -> tuple[int | None, str | None]:
+    """For a dump beside the summary.json of a run that blew up (`gnnmd md`): refuse it (ValueError), or
+    with `allow_blown_up` the number of its frames before the failure (compute_rdfs' `stop`) and a note
+    saying so. (None, None) for any other dump."""
+    summary_file = Path(dump).parent / "summary.json"
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):  # none, or not a run's summary
+        return None, None
+    if not isinstance(summary, dict) or not summary.get("blown_up"):
+        return None, None
+    failed_at = summary.get("failed_at_step")
+    when = "with non-finite numbers" if failed_at is None else f"at step {failed_at}"
+    failure = f" ({summary['failure']})" if summary.get("failure") else ""
+    what = f"{dump}: its run blew up {when}{failure}, says {summary_file}"
+    if not allow_blown_up:
+        raise ValueError(f"{what}; pass --allow-blown-up to use the frames before the failure")
+    frames = _frames_before(Path(dump), failed_at)
+    if frames == 0:
+        raise ValueError(f"{what}; it has no frames before the failure")
+    return frames, f"{what}; using its {frames} frames before the failure"
+
+
+def _frames_before(dump: Path, step: int | None) -> int:
+    """How many frames of a LAMMPS dump come before timestep `step` (None: all of them)."""
+    count, previous = 0, ""
+    with open(dump) as file:
+        for line in file:
+            if previous.startswith("ITEM: TIMESTEP"):
+                if step is not None and int(line) >= step:
+                    break
+                count += 1
+            previous = line
+    return count
 
 
 def element_groups(universe, data_file: Path) -> dict[str, object]:
@@ -58,9 +95,7 @@ def compute_rdfs(
     if r_max is None:
         r_max = min(10.0, 0.98 * half_box)  # as default_r_max
     if r_max >= half_box:
-        raise ValueError(
-            f"{dump}: r_max {r_max} A must be below half the smallest box length ({half_box:.2f} A)"
-        )
+        raise ValueError(f"{dump}: r_max {r_max} A must be below half the smallest box length ({half_box:.2f} A)")
     groups = element_groups(universe, Path(data_file))
     n_molecules = len(np.unique(universe.atoms.resids))
     result = {}

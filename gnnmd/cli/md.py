@@ -35,7 +35,7 @@ def add_md(sub) -> None:
     p.add_argument(
         "--allow-unknown-types",
         action="store_true",
-        help="run even if the system has atom types the " "model was not trained on (zero-shot transfer)",
+        help="run even if the system has atom types the model was not trained on (zero-shot transfer)",
     )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -60,8 +60,11 @@ def run_md_command(args) -> int:
         progress=not args.no_progress,
     )
     if summary["blown_up"]:
+        when = (
+            "with non-finite numbers" if summary["failed_at_step"] is None else f"at step {summary['failed_at_step']}"
+        )
         print(
-            f"gnnmd md: the run blew up at step {summary['failed_at_step']} ({summary['failure']}); "
+            f"gnnmd md: the run blew up {when} ({summary['failure']}); "
             f"{args.out}/summary.json and the trajectory up to there are kept",
             file=sys.stderr,
         )
@@ -88,15 +91,27 @@ def add_rdf(sub) -> None:
     p.add_argument("--r-max", type=float, help="A (default: just under half the box, at most 10)")
     p.add_argument("--skip", type=int, default=0, help="frames to skip at the start of each dump")
     p.add_argument("--out", type=Path, default=Path("rdf"), help="prefix for rdf.json and rdf.png")
+    p.add_argument(
+        "--allow-blown-up",
+        action="store_true",
+        help="use a dump whose `gnnmd md` run blew up (its summary.json says so): the frames before the failure",
+    )
     p.set_defaults(func=run_rdf)
 
 
 def run_rdf(args) -> int:
-    from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
+    from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, frames_before_failure, plot_rdfs
 
+    stops = {}
+    for dump in (args.reference, args.trajectory):
+        stops[dump], note = frames_before_failure(dump, args.allow_blown_up)
+        if note:
+            print(f"gnnmd rdf: {note}", file=sys.stderr)
+        if stops[dump] is not None and args.skip >= stops[dump]:
+            raise ValueError(f"{dump}: --skip {args.skip} leaves none of its {stops[dump]} frames before the failure")
     r_max = args.r_max or min(default_r_max(args.data, dump) for dump in (args.reference, args.trajectory))
-    reference = compute_rdfs(args.data, args.reference, r_max=r_max, skip=args.skip)
-    trajectory = compute_rdfs(args.data, args.trajectory, r_max=r_max, skip=args.skip)
+    reference = compute_rdfs(args.data, args.reference, r_max=r_max, skip=args.skip, stop=stops[args.reference])
+    trajectory = compute_rdfs(args.data, args.trajectory, r_max=r_max, skip=args.skip, stop=stops[args.trajectory])
     report = compare_rdfs(reference, trajectory)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from gnnmd import __version__
 from gnnmd.files import FolderLock, swap_in
-from gnnmd.lammps.engine import lammps_input, run_input
+from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
 
 SYSTEMS = ("water", "big-water", "argon", "argon-train")
 
@@ -247,6 +247,7 @@ def _dataset_target(out, overwrite: bool) -> Path:
     """`out` as an absolute path, once it is clear that it may be written: a new or empty folder, or
     (with `overwrite`) a dataset gnnmd made, and not the folder the user is in."""
     out = Path(os.path.abspath(out))
+    check_lammps_path(out)  # refused before anything is written, not when LAMMPS meets it
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     if Path.cwd() == out or out in Path.cwd().parents:
@@ -285,7 +286,8 @@ def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: in
 
 def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool) -> dict:
     """Every segment, the frames read back and the manifest, in `work`."""
-    from gnnmd.data.reader import frames_record, read_run
+    from gnnmd.data.frames_cache import frames_record
+    from gnnmd.data.reader import read_run
 
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
     started = time.time()

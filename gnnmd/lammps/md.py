@@ -3,12 +3,16 @@ every step `fix external pf/callback` asks gnnmd for the forces (and energy) of 
 and cell. The graph is rebuilt each step from what LAMMPS holds.
 
 `run_lammps_md` runs the same MD with the system's own force field instead (plain LAMMPS, the
-reference), and `thermo_statistics` turns either run's thermo table into the summary's numbers."""
+reference), and `thermo_statistics` turns either run's thermo table into the summary's numbers.
+
+A run that fails (the model's forces, or LAMMPS' own error such as a molecule torn apart) is a result:
+LAMMPS stops at the failure, the dump and thermo.txt end before it, and the summary says when and why."""
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +21,16 @@ from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
 from gnnmd.inference.forces import ModelForces
-from gnnmd.lammps.engine import load_system_commands, start_lammps
+from gnnmd.lammps.engine import (
+    check_lammps_path,
+    lammps_path,
+    lammps_world_size,
+    load_system_commands,
+    start_lammps,
+)
 from gnnmd.lammps.generate import DEFAULTS
+
+_FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
 
 
 @dataclass(frozen=True)
@@ -43,14 +55,28 @@ class _Dynamics:
             raise ValueError("steps, timestep and dump-every must be positive")
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, data_file: Path) -> None:
+    """Refuse, before LAMMPS starts, paths LAMMPS cannot take and an `out` with files (unless `overwrite`)."""
+    check_lammps_path(data_file)
+    check_lammps_path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace its files")
 
 
+def _check_one_rank() -> None:
+    """The model's callback fills the forces of every atom: one MPI rank, until MD runs across ranks."""
+    ranks = lammps_world_size()
+    if ranks > 1:
+        raise ValueError(
+            f"MD with a model runs on one rank for now, but this is {ranks} MPI ranks (mpiexec -n {ranks}), "
+            "each of which would hold only its own atoms; start it without mpiexec"
+        )
+
+
 def _model_system_commands(data_file: Path, topology) -> list[str]:
     """Load the system with no force field of its own: the bonded styles are zero, the model gives all."""
-    commands = ["units real", "atom_style full", "boundary p p p", f"read_data {data_file} nocoeff", "pair_style none"]
+    read = f"read_data {lammps_path(data_file)} nocoeff"
+    commands = ["units real", "atom_style full", "boundary p p p", read, "pair_style none"]
     if len(topology.bonds):
         commands += ["bond_style zero", "bond_coeff *"]
     if len(topology.angles):
@@ -59,13 +85,15 @@ def _model_system_commands(data_file: Path, topology) -> list[str]:
 
 
 def _dynamics_commands(run: _Dynamics, out: Path, model_fix: bool) -> list[str]:
-    """Velocities, (the model's fix external,) the integrator, and the dump, log and thermo.txt outputs.
+    """Velocities, (the model's fix external, and fix halt to stop at the step its callback fails,) the
+    integrator, and the dump, log and thermo.txt outputs.
     thermo.txt's columns: step, temperature, potential energy, time (fs), kinetic and total energy."""
     commands = []
     if run.temperature is not None:
         commands.append(f"velocity all create {run.temperature} {run.seed} mom yes rot yes dist gaussian")
     if model_fix:
         commands += ["fix model all external pf/callback 1 1", "fix_modify model energy yes"]
+        commands += [f"variable {_FAILED} internal 0", f"fix halt all halt 1 v_{_FAILED} != 0 error soft"]
     every = run.thermo_every
     return commands + [
         (
@@ -76,13 +104,14 @@ def _dynamics_commands(run: _Dynamics, out: Path, model_fix: bool) -> list[str]:
         f"timestep {run.timestep}",
         "thermo_style custom step temp pe ke etotal press",
         f"thermo {max(1, run.steps // 20)}",
-        f"dump trajectory all custom {run.dump_every} {out / 'trajectory.lammpstrj'} id mol type q x y z fx fy fz",
+        f"dump trajectory all custom {run.dump_every} {lammps_path(out / 'trajectory.lammpstrj')} "
+        "id mol type q x y z fx fy fz",
         "dump_modify trajectory sort id format float %.10g",
         "variable time equal step*dt",
         "variable ke equal ke",
         "variable etotal equal etotal",
         f"fix thermo all ave/time {every} 1 {every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal "
-        f'file {out / "thermo.txt"} format " %.10g"',
+        f'file {lammps_path(out / "thermo.txt")} format " %.10g"',
     ]
 
 
@@ -95,8 +124,9 @@ def _box_matrix(lmp) -> np.ndarray:
 class _ModelCallback:
     """`fix external`'s callback: the model's forces (and energy) for the atoms LAMMPS holds.
 
-    LAMMPS cannot take a Python exception: the first failure is kept (`failed_at`, `error`) and the run
-    finishes on zero forces, skipping the model."""
+    LAMMPS cannot take a Python exception: the first failure is kept (`failed_at`, `error`) and flagged
+    to fix halt, which stops LAMMPS at the end of that step (of step 1 for a failure in the setup);
+    until then the forces are zero and the model is skipped."""
 
     def __init__(self, lmp, forces_of: ModelForces, n_atoms: int, bar: tqdm):
         self.lmp, self.forces_of, self.n_atoms, self.bar = lmp, forces_of, n_atoms, bar
@@ -124,23 +154,76 @@ class _ModelCallback:
         except Exception as err:
             self.failed_at, self.error = int(step), err
             f[:nlocal] = 0.0
+            self.lmp.set_internal_variable(_FAILED, 1.0)
 
     @property
     def failure(self) -> str | None:
         return None if self.error is None else f"{type(self.error).__name__}: {self.error}"
 
+    def first_failure(self, lammps_failure: tuple[int, str] | None) -> tuple[int | None, str | None]:
+        """The step and reason of the run's failure: the model's, which comes first if there is one
+        (LAMMPS' own error could only come after it), or LAMMPS' (from _timed_run); Nones for none."""
+        if self.error is not None:
+            return self.failed_at, self.failure
+        return lammps_failure or (None, None)
 
-def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> float:
-    """`run steps`; the seconds it took. LAMMPS is closed afterwards."""
+
+def _lammps_message(err: Exception) -> str:
+    """The first line of a LAMMPS error (MPIAbortException's str() is its repr)."""
+    lines = str(getattr(err, "message", None) or err).strip().splitlines()
+    return "LAMMPS: " + (lines[0] if lines else type(err).__name__)
+
+
+def _set_up(lmp, commands: list[str], data_file: Path, out: Path) -> None:
+    try:
+        lmp.commands_list(commands)
+    except Exception as err:
+        lmp.close()
+        raise RuntimeError(
+            f"{data_file}: LAMMPS could not set up the run ({_lammps_message(err)}; see {out / 'log.lammps'})"
+        ) from err
+
+
+def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> tuple[float, tuple[int, str] | None]:
+    """`run steps`; the seconds it took, and the step and message of LAMMPS' own error if it stopped
+    with one (e.g. "Bond atoms 28 30 missing": a molecule torn apart). LAMMPS is closed afterwards."""
     started = time.perf_counter()
+    failure = None
     try:
         lmp.command(f"run {steps}")
+    except Exception as err:
+        failure = int(lmp.extract_global("ntimestep")), _lammps_message(err)
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - started
     lmp.close()
-    return seconds
+    return seconds, failure
+
+
+def _cut_at_step(path: Path, failed_at: int, dump: bool) -> None:
+    """Cut a dump (dump=True) or thermo table at its first frame or row of step `failed_at` or later."""
+    if not path.is_file():
+        return
+    with open(path, "r+b") as file:
+        offset, previous = 0, b""  # where `line` starts; the line before it
+        for line in iter(file.readline, b""):
+            if dump:  # a frame: "ITEM: TIMESTEP", its step, the rest
+                step_line, start = previous.strip() == b"ITEM: TIMESTEP", offset - len(previous)
+            else:  # a row: its step first; comments start with '#'
+                step_line, start = bool(line.strip()) and not line.startswith(b"#"), offset
+            if step_line and int(line.split()[0]) >= failed_at:
+                file.truncate(start)
+                return
+            offset, previous = offset + len(line), line
+
+
+def _end_outputs_before(out: Path, failed_at: int | None) -> None:
+    """After a failure at step `failed_at`, the dump and thermo.txt end before it: what LAMMPS wrote
+    from there on (on zero forces) is not the run's."""
+    if failed_at is not None:
+        _cut_at_step(out / "trajectory.lammpstrj", failed_at, dump=True)
+        _cut_at_step(out / "thermo.txt", failed_at, dump=False)
 
 
 def thermo_statistics(thermo_file, n_atoms: int, failed_at: int | None = None, energy: bool = True) -> dict:
@@ -149,7 +232,11 @@ def thermo_statistics(thermo_file, n_atoms: int, failed_at: int | None = None, e
     temperature, and whether the run blew up (a failure at step `failed_at`: the rows from there on are
     left out; or non-finite numbers). No drift for a blown-up run or under three rows, and no energy
     numbers if the forces came with no `energy`."""
-    thermo = np.loadtxt(thermo_file, comments="#", ndmin=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no rows: a failure at step 0
+        thermo = np.loadtxt(thermo_file, comments="#", ndmin=2)
+    if thermo.size == 0:
+        thermo = np.empty((0, 6))
     if failed_at is not None:  # what LAMMPS logged after the failure ran on zero forces
         thermo = thermo[thermo[:, 0] < failed_at]
     _, temp, _, time_fs, _, etotal = thermo.T
@@ -193,25 +280,28 @@ def run_md(
     thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
     kept (an equilibrated start); NVT needs a temperature.
 
-    A run whose model fails part-way (non-finite forces, a molecule torn apart) is a result, not a crash:
-    the summary says `blown_up`, the step and the reason, and its statistics cover the steps before."""
+    A run that fails part-way (the model's non-finite forces, or LAMMPS' own error, e.g. a molecule torn
+    apart) is a result, not a crash: LAMMPS stops there, the dump and thermo.txt end before the failure,
+    and the summary says `blown_up`, the step and the reason; its statistics cover the steps before."""
     data_file, out = Path(data_file), Path(out)
     run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
     run.check()
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, data_file)
     # everything that can be wrong with the inputs is found before LAMMPS starts
     topology = read_topology(data_file)
     forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types)
+    _check_one_rank()
+    commands = _model_system_commands(data_file, topology) + _dynamics_commands(run, out, model_fix=True)
     out.mkdir(parents=True, exist_ok=True)
 
     lmp = start_lammps(log=out / "log.lammps")
-    lmp.commands_list(_model_system_commands(data_file, topology) + _dynamics_commands(run, out, model_fix=True))
+    _set_up(lmp, commands, data_file, out)
     n_atoms = topology.n_atoms
     callback = _ModelCallback(lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=not progress))
     lmp.set_fix_external_callback("model", callback, None)
-    seconds = _timed_run(lmp, steps, callback.bar)
-
-    failed_at = callback.failed_at
+    seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
+    failed_at, failure = callback.first_failure(lammps_failure)
+    _end_outputs_before(out, failed_at)
     steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
     summary = {
         "checkpoint": str(checkpoint),
@@ -225,7 +315,7 @@ def run_md(
         "model_energy": callback.has_energy,
         **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
         "failed_at_step": failed_at,
-        "failure": callback.failure,
+        "failure": failure,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -256,16 +346,19 @@ def run_lammps_md(
     """Plain LAMMPS, the reference for run_md: the same MD (start, integrator, dump and thermo.txt) with
     the system's own force field `forcefield` (see dataset_forcefield) on `threads` threads (OPENMP styles)
     in place of a model. Writes the dump, log, thermo.txt and summary.json into `out`; the summary has
-    run_md's statistics and speed."""
+    run_md's statistics and speed, and like run_md's, LAMMPS' failure (`failed_at_step`, `failure`)."""
     data_file, out = Path(data_file), Path(out)
     run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
     run.check()
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, data_file)
+    commands = load_system_commands(data_file, forcefield) + _dynamics_commands(run, out, model_fix=False)
     out.mkdir(parents=True, exist_ok=True)
     lmp = start_lammps(log=out / "log.lammps", threads=threads)
-    lmp.commands_list(load_system_commands(data_file, forcefield) + _dynamics_commands(run, out, model_fix=False))
+    _set_up(lmp, commands, data_file, out)
     n_atoms = int(lmp.get_natoms())
-    seconds = _timed_run(lmp, steps)
+    seconds, failure = _timed_run(lmp, steps)
+    failed_at, failure = failure or (None, None)
+    _end_outputs_before(out, failed_at)
     summary = {
         "forcefield": forcefield,
         "system": str(data_file),
@@ -274,8 +367,10 @@ def run_lammps_md(
         "timestep_fs": timestep,
         "steps": steps,
         "threads": threads,
-        **_speed(steps, n_atoms, seconds),
-        **thermo_statistics(out / "thermo.txt", n_atoms),
+        **_speed(steps if failed_at is None else max(failed_at, 1), n_atoms, seconds),
+        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at),
+        "failed_at_step": failed_at,
+        "failure": failure,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
