@@ -76,12 +76,8 @@ def test_water_topology_from_data_file(water_run):
     topology = load_frames(water_run).topology
     names = topology.table_names[topology.types]
     assert (names == "O").sum() == 32 and (names == "H").sum() == 64
-    assert np.allclose(topology.charges[names == "O"], -0.82) and np.allclose(
-        topology.charges[names == "H"], 0.41
-    )
-    assert np.allclose(topology.epsilon[names == "O"], 0.155) and np.allclose(
-        topology.sigma[names == "O"], 3.165
-    )
+    assert np.allclose(topology.charges[names == "O"], -0.82) and np.allclose(topology.charges[names == "H"], 0.41)
+    assert np.allclose(topology.epsilon[names == "O"], 0.155) and np.allclose(topology.sigma[names == "O"], 3.165)
     assert np.all(topology.epsilon[names == "H"] == 0)
     assert topology.bonds.shape == (64, 2) and topology.angles.shape == (32, 3)
 
@@ -174,9 +170,7 @@ def test_water_graph_features_and_bond_classes(water_run):
     # unit vectors and raw displacements agree, and displacements follow from pos, shift and cell
     vec = graph.pos[src] - graph.pos[dst] + graph.edge_shift @ graph.cell[0]
     torch.testing.assert_close(vec, graph.edge_vec, atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        graph.edge_attr[:, 4:] * graph.edge_attr[:, 3:4], graph.edge_vec, atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(graph.edge_attr[:, 4:] * graph.edge_attr[:, 3:4], graph.edge_vec, atol=1e-5, rtol=0)
     assert float(graph.edge_attr[:, 3].max()) < 3.4
 
 
@@ -328,9 +322,7 @@ def test_corrupt_frames_file(tmp_path):
 
 def test_generate_refuses_to_overwrite(water_run, capsys):
     before = (water_run / "manifest.json").read_text()
-    code = main(
-        ["generate", "water", "--out", str(water_run), "--frames", "2", "--segments", "1", "--molecules", "8"]
-    )
+    code = main(["generate", "water", "--out", str(water_run), "--frames", "2", "--segments", "1", "--molecules", "8"])
     assert code == 2
     assert "already exists" in capsys.readouterr().err
     assert (water_run / "manifest.json").read_text() == before
@@ -391,4 +383,7 @@ def test_quickstart_runs_the_whole_job(tmp_path):
     run = out / "runs" / "eqforce-quickstart"
     assert (run / "best.pt").is_file() and (run / "metrics.csv").is_file()
     assert json.loads((run / "eval-water-val.json").read_text())["force_mae"] > 0
-    assert {p.name for p in (out / "figures").iterdir()} == {"eqforce-quickstart_loss.png", "eqforce-quickstart_interactions.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "eqforce-quickstart_loss.png",
+        "eqforce-quickstart_interactions.png",
+    }

@@ -17,6 +17,7 @@ from gnnmd.models.nequip import NequIP
 def system_electrostatics(frames):
     return Electrostatics.for_system(frames.topology, frames.mean_cell())
 
+
 N_FRAMES = 2
 
 

@@ -20,8 +20,17 @@ def checkpoint(water_run, tmp_path_factory):
     torch.set_num_threads(1)
     runs = tmp_path_factory.mktemp("runs")
     config = TrainConfig(
-        data=str(water_run), runs_dir=str(runs), name="eq", model="eqforce", hyper={"hidden": 16}, epochs=2,
-        batch_size=2, lr=3e-3, warmup_epochs=1, progress=False, electrostatics="none",
+        data=str(water_run),
+        runs_dir=str(runs),
+        name="eq",
+        model="eqforce",
+        hyper={"hidden": 16},
+        epochs=2,
+        batch_size=2,
+        lr=3e-3,
+        warmup_epochs=1,
+        progress=False,
+        electrostatics="none",
     )
     train(config)
     return runs / "eq" / "best.pt"
@@ -52,8 +61,23 @@ def test_metrics_agree_with_a_direct_computation(checkpoint, water_run):
 
 def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(checkpoint), "--data", str(water_run), "--split", "val",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(checkpoint),
+                "--data",
+                str(water_run),
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "relative MAE" in printed and "\nO " in printed and "\nH " in printed
     result = json.loads(out.read_text())

@@ -132,7 +132,7 @@ def test_checkpoint_errors_name_the_file(water, tmp_path):
     with pytest.raises(ValueError, match=r"eq\.pt.*'eqforce'.*'mpnn'"):
         load_model(path, family="mpnn")
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(path.read_bytes()[: 200])
+    corrupt.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="corrupt.pt"):
         load_model(corrupt)
     other = tmp_path / "other.pt"

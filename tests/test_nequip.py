@@ -226,7 +226,10 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     old = NequIP(**walled.hyper)
     old.load_state_dict(state)  # checkpoints from before the walls load with none
     assert float(old.core_radius.abs().max()) == 0.0 == float(old.stretch_radius.abs().max())
-    type_table = [{"type_id": i + 1, "name": n, "mass": 1.0, "charge": 0.0, "epsilon": 0.0, "sigma": 0.0} for i, n in enumerate("OH")]
+    type_table = [
+        {"type_id": i + 1, "name": n, "mass": 1.0, "charge": 0.0, "epsilon": 0.0, "sigma": 0.0}
+        for i, n in enumerate("OH")
+    ]
     source = save_checkpoint(tmp_path / "old.pt", old, type_table=type_table, normalisation={})
     assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(tmp_path / "new.pt")]) == 0
     new, info = load_model(tmp_path / "new.pt")
@@ -236,7 +239,24 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     assert info["normalisation"]["walls"]["margin"] == 0.9
 
     stronger = tmp_path / "stronger.pt"
-    assert main(["walls", "--model", str(source), "--data", str(water_run), "--out", str(stronger), "--strength", "5e4", "--margin", "0.95"]) == 0
+    assert (
+        main(
+            [
+                "walls",
+                "--model",
+                str(source),
+                "--data",
+                str(water_run),
+                "--out",
+                str(stronger),
+                "--strength",
+                "5e4",
+                "--margin",
+                "0.95",
+            ]
+        )
+        == 0
+    )
     model, info = load_model(stronger)
     assert model.core_strength == 5e4 == info["hyper"]["core_strength"] and model.core_margin == 0.95
     assert torch.allclose(model.core_radius, walled.core_radius / 0.9 * 0.95)

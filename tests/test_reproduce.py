@@ -44,7 +44,9 @@ def test_quick_reproduction_has_every_row_and_figure(quick):
     assert "4.18" in table and "4.24" in table and table.count("\n| ") == len(rows) + 3  # study rows + ours
     figures = {p.name for p in (quick / "results" / "figures").iterdir()}
     expected = {"error_vs_system_size.png", "error_vs_finetune_frames.png"}
-    expected |= {f"{run}_loss.png" for run in scale.water_runs} | {f"{run}_interactions.png" for run in scale.water_runs}
+    expected |= {f"{run}_loss.png" for run in scale.water_runs} | {
+        f"{run}_interactions.png" for run in scale.water_runs
+    }
     expected |= {f"argon_interactions_{p.removesuffix('-water')}.png" for p in scale.finetune_from}
     assert expected <= figures
 

@@ -21,8 +21,7 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     if not rows:
         raise ValueError(f"{path}: no epochs recorded yet")
     return {
-        key: np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows])
-        for key in rows[0]
+        key: np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows]) for key in rows[0]
     }
 
 

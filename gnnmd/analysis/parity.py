@@ -9,7 +9,9 @@ import numpy as np
 from gnnmd.analysis.plotting import pyplot
 
 
-def parity_plot(pred: np.ndarray, ref: np.ndarray, atom_type: np.ndarray, labels: list[str], path, title: str = "") -> Path:
+def parity_plot(
+    pred: np.ndarray, ref: np.ndarray, atom_type: np.ndarray, labels: list[str], path, title: str = ""
+) -> Path:
     plt = pyplot()
 
     path = Path(path)

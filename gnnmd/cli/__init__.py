@@ -39,4 +39,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # what was being written is cleaned up (or left whole) on the way out
         print(f"gnnmd {args.command}: interrupted", file=sys.stderr)
         return 130
-

@@ -45,7 +45,7 @@ def add_generate(sub) -> None:
     p.add_argument(
         "--temperature",
         type=_temperature,
-        help="K: water T or TMIN:TMAX drawn per segment; argon " "TARGET or START:TARGET",
+        help="K: water T or TMIN:TMAX drawn per segment; argon TARGET or START:TARGET",
     )
     p.add_argument("--timestep", type=float, help="fs")
     p.add_argument("--stride", type=int, help="dump every this many steps")
@@ -61,7 +61,18 @@ def protocol_from_args(args):
     """The Protocol that `gnnmd generate` arguments ask for."""
     from gnnmd.lammps.generate import protocol_from_options
 
-    options = ("molecules", "atoms", "temperature", "box", "frames", "segments", "stride", "equil_steps", "timestep", "seed")
+    options = (
+        "molecules",
+        "atoms",
+        "temperature",
+        "box",
+        "frames",
+        "segments",
+        "stride",
+        "equil_steps",
+        "timestep",
+        "seed",
+    )
     return protocol_from_options(args.system, study=args.study, **{k: getattr(args, k) for k in options})
 
 

@@ -19,9 +19,7 @@ class FrameDataset(Dataset):
         super().__init__(transform=transform)
         self.frames = frames
         self.builder = GraphBuilder(frames.topology, cutoff)
-        self.frame_indices = (
-            np.arange(len(frames)) if indices is None else np.asarray(indices, dtype=np.int64)
-        )
+        self.frame_indices = np.arange(len(frames)) if indices is None else np.asarray(indices, dtype=np.int64)
 
     @property
     def cutoff(self) -> float:

@@ -77,9 +77,7 @@ class GraphBuilder:
         self.x = torch.from_numpy(topology.node_features)
         self.atom_type = torch.from_numpy(topology.types.astype(np.int64))
         self.bond_keys = _pair_keys(topology.bonds, n)
-        self.angle_keys = _pair_keys(
-            topology.angles[:, [0, 2]] if len(topology.angles) else topology.angles, n
-        )
+        self.angle_keys = _pair_keys(topology.angles[:, [0, 2]] if len(topology.angles) else topology.angles, n)
 
     def edge_classes(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """Bond class per edge. A bonded pair is bonded only through its nearest image; further images

@@ -16,7 +16,9 @@ TYPE_MATCH_TOLERANCE = 1e-4  # |(q, eps, sigma) - other| below this (each entry)
 
 def same_type(a, b) -> bool:
     """Whether two (q, eps, sigma) rows describe the same atom type."""
-    return bool(np.all(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) < TYPE_MATCH_TOLERANCE))
+    return bool(
+        np.all(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) < TYPE_MATCH_TOLERANCE)
+    )
 
 
 @dataclass

@@ -291,7 +291,9 @@ def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool)
 
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
     started = time.time()
-    outer = tqdm(range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1)
+    outer = tqdm(
+        range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1
+    )
     segments = [run_segment(protocol, k, int(seeds[k]), work, threads, progress) for k in outer]
     version = [segment.pop("lammps_version") for segment in segments][-1]
     manifest = {

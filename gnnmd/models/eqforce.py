@@ -57,7 +57,9 @@ class EqForce(ForceModel):
         radial: int = 16,
         dropout: float = 0.0,
     ):
-        super().__init__(cutoff=float(cutoff), hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout)
+        super().__init__(
+            cutoff=float(cutoff), hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout
+        )
         self.basis = GaussianBasis(radial, self.cutoff)
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout)
         self.edge_encoder = MLP(N_BOND_CLASSES + radial, hidden, hidden, mlp_layers, dropout)

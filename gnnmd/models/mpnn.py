@@ -55,9 +55,17 @@ class MPNN(ForceModel):
     cutoff_buffers = ("basis.centers",)
 
     def __init__(
-        self, hidden: int = 128, mlp_layers: int = 3, layers: int = 3, dropout: float = 0.1, cutoff: float = 3.4, radial: int = 0
+        self,
+        hidden: int = 128,
+        mlp_layers: int = 3,
+        layers: int = 3,
+        dropout: float = 0.1,
+        cutoff: float = 3.4,
+        radial: int = 0,
     ):
-        super().__init__(hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=float(cutoff), radial=radial)
+        super().__init__(
+            hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=float(cutoff), radial=radial
+        )
         self.basis = GaussianBasis(radial, float(cutoff)) if radial else None
         n_edge = N_EDGE_FEATURES - 1 + (radial or 1)  # the distance column, raw or expanded
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout, he_init=True)

@@ -199,7 +199,9 @@ class NequIP(ForceModel):
         """Row of each atom's type in the fitted table, matched on (q, eps, sigma), and whether it is known."""
         n = int(self.n_types)
         if n == 0:
-            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), torch.zeros_like(x[:, 0], dtype=torch.bool)
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device), torch.zeros_like(
+                x[:, 0], dtype=torch.bool
+            )
         distance = (x[:, None, :] - self.type_keys[None, :n, :].to(x.dtype)).abs().amax(dim=-1)
         best, row = distance.min(dim=1)
         return row, best < TYPE_MATCH_TOLERANCE

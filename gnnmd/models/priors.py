@@ -141,4 +141,7 @@ def fit_walls(model, frames, strength: float | None = None, margin: float | None
     shortest, longest = shortest[:MAX_TYPES, :MAX_TYPES], longest[:MAX_TYPES, :MAX_TYPES]
     _set_walls(model, list(range(MAX_TYPES)), shortest, longest)
     n = int(model.n_types)
-    return {"shortest_distances": _finite(shortest)[:n, :n].tolist(), "longest_distances": _finite(longest)[:n, :n].tolist()}
+    return {
+        "shortest_distances": _finite(shortest)[:n, :n].tolist(),
+        "longest_distances": _finite(longest)[:n, :n].tolist(),
+    }

@@ -120,7 +120,9 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
             for n in repro.scale.finetune_frames
         }
         path = out / f"argon_interactions_{parent.removesuffix('-water')}.png"
-        written.append(plot_argon_probes(repro.runs / parent / "best.pt", finetuned, argon_type, path, f"Ar-Ar: {parent}"))
+        written.append(
+            plot_argon_probes(repro.runs / parent / "best.pt", finetuned, argon_type, path, f"Ar-Ar: {parent}")
+        )
     # parity plots: every water model on water and big water, every fine-tuned family on argon
     middle = repro.scale.finetune_frames[len(repro.scale.finetune_frames) // 2]
     picks = [(run, system, "val" if system == "water" else "all") for run in repro.scale.water_runs
@@ -133,4 +135,3 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
             shutil.copyfile(source, target)
             written.append(target)
     return written
-

@@ -133,7 +133,9 @@ class Reproduction:
         if run_dir.exists():
             self._check_run(run_dir, data)
         if not (run_dir / "summary.json").exists() and run_dir.exists():
-            has_checkpoint = any((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else False
+            has_checkpoint = (
+                any((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else False
+            )
             argv.append("--resume" if has_checkpoint else "--overwrite")
         return Step(f"train-{name}", argv, run_dir / "summary.json")
 
