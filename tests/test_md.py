@@ -15,17 +15,6 @@ from gnnmd.models import build_model
 from gnnmd.models.checkpoint import save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def argon_model(argon_run, tmp_path_factory):
-    """An (untrained) eqforce model for argon, with forces scaled to argon's size."""
-    frames = load_frames(argon_run)
-    model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
-    path = tmp_path_factory.mktemp("model") / "argon.pt"
-    rms = float(np.sqrt((frames.forces**2).mean()))
-    save_checkpoint(path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms})
-    return path
-
-
 @pytest.mark.slow
 def test_md_integrates_the_model_forces(argon_run, argon_model, tmp_path):
     data_file = argon_run / "segment_000" / "system.data"

@@ -27,17 +27,6 @@ AWKWARD_NAMES = ["my data ${HOME} $x #1", "run *% \u00e9t\u00e9 \u201cq\u201d"]
 
 
 @pytest.fixture(scope="module")
-def argon_model(argon_run, tmp_path_factory):
-    """An untrained eqforce model for argon with forces of argon's size: a run that does not blow up."""
-    frames = load_frames(argon_run)
-    model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
-    path = tmp_path_factory.mktemp("model") / "argon.pt"
-    rms = float(np.sqrt((frames.forces**2).mean()))
-    save_checkpoint(path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms})
-    return path
-
-
-@pytest.fixture(scope="module")
 def violent_water_model(water_run, tmp_path_factory):
     """An untrained eqforce water model with huge forces: with a 5 fs step LAMMPS loses bond atoms."""
     frames = load_frames(water_run)
