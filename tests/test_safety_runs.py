@@ -212,3 +212,22 @@ def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, t
     assert process.returncode == 130, err
     assert err.strip() == "gnnmd generate: interrupted"
     assert not partial.exists() and checksums(out) == before
+
+
+def test_a_checkpoint_with_a_bad_cutoff_is_named(water_run, runs, tmp_path, capsys):
+    import torch
+
+    payload = torch.load(runs / "precious" / "best.pt", weights_only=True)
+    payload["cutoff"] = payload["hyper"]["cutoff"] = -1.0
+    bad = tmp_path / "bad_cutoff.pt"
+    torch.save(payload, bad)
+    code, err = run_cli(["evaluate", "--model", str(bad), "--data", str(water_run), "--no-progress"], capsys)
+    assert code == 2 and str(bad) in err and "cutoff" in err
+
+
+def test_md_out_that_is_a_file(argon_run, argon_model, tmp_path, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("keep")
+    args = ["md", "--model", str(argon_model), "--system", str(argon_run / "segment_000" / "system.data")]
+    code, err = run_cli([*args, "--steps", "2", "--out", str(out), "--no-progress"], capsys)
+    assert code == 2 and str(out) in err and out.read_text() == "keep"
