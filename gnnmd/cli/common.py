@@ -9,3 +9,10 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def add_device(parser) -> None:
+    """--device, as every command that computes with a model takes it."""
+    from gnnmd.devices import DEVICE_HELP
+
+    parser.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gnnmd.cli.common import set_threads
+from gnnmd.cli.common import add_device, set_threads
 
 
 def add_evaluate(sub) -> None:
@@ -26,6 +26,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
     p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
     p.add_argument("--threads", type=int)
+    add_device(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_evaluate)
 
@@ -35,7 +36,9 @@ def run_evaluate(args) -> int:
     from gnnmd.inference.evaluate import evaluate_checkpoint, format_table, save_evaluation
 
     set_threads(args.threads)
-    result, info = evaluate_checkpoint(args.model, args.data, args.split, args.batch_size, not args.no_progress)
+    result, info = evaluate_checkpoint(
+        args.model, args.data, args.split, args.batch_size, not args.no_progress, args.device
+    )
     out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
     plot = args.plot or out.with_suffix(".png")
     title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gnnmd.cli.common import add_device
+
 
 def add_figures(sub) -> None:
     p = sub.add_parser(
@@ -79,6 +81,7 @@ def add_reproduce(sub) -> None:
     p.add_argument("--work", type=Path, default=Path("reproduce"), help="folder for data/, runs/, evals/, logs/")
     p.add_argument("--results", type=Path, help="where the JSON, table and figures go (default: WORK/results)")
     p.add_argument("--jobs", type=int, help="trainings side by side, one torch thread each (default: the scale's)")
+    add_device(p)
     p.add_argument("--update-readme", type=Path, help="also put the table into this README's reproduction block")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_reproduce)
@@ -88,7 +91,7 @@ def run_reproduce(args) -> int:
     from gnnmd.study.reproduction import Reproduction, update_readme
 
     results = args.results or args.work / "results"
-    report = Reproduction(args.scale, args.work, results, args.jobs, not args.no_progress).run()
+    report = Reproduction(args.scale, args.work, results, args.jobs, not args.no_progress, args.device).run()
     table = (results / "reproduction.md").read_text()
     if args.update_readme:
         update_readme(args.update_readme, table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gnnmd.cli.common import set_threads
+from gnnmd.cli.common import add_device, set_threads
 from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
 
 
@@ -68,6 +68,7 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_device(p)
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true")

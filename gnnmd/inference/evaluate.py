@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from gnnmd.data import FrameDataset, load_frames, make_loader, run_split
+from gnnmd.devices import resolve_device
 from gnnmd.files import atomic_write_text
 from gnnmd.inference.forces import with_coulomb
 from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
@@ -28,6 +29,7 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
     dataset = FrameDataset(frames, cutoff, indices)
     metrics = ForceMetrics(labels)
     model.eval()
+    device = next(model.buffers()).device  # every family has buffers (force_scale)
     preds, refs, types = [], [], []
     model_seconds = 0.0
     started = time.time()
@@ -35,10 +37,12 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
         make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=not progress, leave=False
     ):
         tick = time.perf_counter()
+        batch = batch.to(device)
         with torch.enable_grad() if model.needs_grad else torch.no_grad():
             out = model(batch)
+        forces = out["forces"].detach().cpu()
         model_seconds += time.perf_counter() - tick
-        forces = out["forces"].detach()
+        batch = batch.cpu()
         metrics.update(forces, batch.y, batch.atom_type)
         preds.append(forces.numpy())
         refs.append(batch.y.numpy())
@@ -108,7 +112,11 @@ def format_table(result: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True):
+def evaluate_checkpoint(
+    model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True, device: str = "cpu"
+):
+    """Errors of a checkpoint on a dataset (all of it, or the val/train split of its own run), computed
+    on `device` (gnnmd.devices)."""
     model, info = load_model(model_path)
     frames = load_frames(Path(data_path))
     indices = None
@@ -116,6 +124,7 @@ def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: i
         frames, indices = select_frames(frames, info, split)
     cutoff = model.cutoff
     model = with_coulomb(model, info.get("electrostatics"), frames.topology, frames.mean_cell())
+    model = model.to(resolve_device(device))
     result = evaluate_model(model, frames, cutoff, indices, batch_size, progress)
     result.update(
         model=str(model_path),

@@ -26,13 +26,13 @@ class ForceMetrics:
         self.sums = torch.zeros(13 + 3 * t, dtype=torch.float64)
 
     def update(self, pred, target, atom_type, loss=None, energy_pred=None, energy_ref=None, atoms_per_graph=None):
-        pred, target = pred.detach().double(), target.detach().double()
+        pred, target = pred.detach().double().cpu(), target.detach().double().cpu()  # sums live on the CPU
         err = pred - target
         t, s = self._t, self.sums
         s[0:3] += err.abs().sum(0)
         s[3:6] += (err**2).sum(0)
         s[6] += err.shape[0]
-        idx = atom_type.long()
+        idx = atom_type.long().cpu()
         s[7 : 7 + t] += torch.zeros(t, dtype=torch.float64).index_add_(0, idx, err.abs().sum(1))
         s[7 + t : 7 + 2 * t] += torch.zeros(t, dtype=torch.float64).index_add_(0, idx, (err**2).sum(1))
         s[7 + 2 * t : 7 + 3 * t] += torch.bincount(idx, minlength=t)[:t].double()
@@ -42,7 +42,7 @@ class ForceMetrics:
             s[base + 1] += float(loss)
             s[base + 2] += 1
         if energy_pred is not None and energy_ref is not None:
-            per_atom = (energy_pred.detach().double() - energy_ref.double()) / atoms_per_graph.double()
+            per_atom = (energy_pred.detach().double() - energy_ref.double()).cpu() / atoms_per_graph.double().cpu()
             s[base + 3] += per_atom.abs().sum()
             s[base + 4] += (per_atom**2).sum()
             s[base + 5] += per_atom.numel()
@@ -51,7 +51,10 @@ class ForceMetrics:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.sums)
+            nccl = dist.get_backend() == "nccl"  # it reduces GPU tensors only
+            sums = self.sums.to(torch.device("cuda", torch.cuda.current_device())) if nccl else self.sums
+            dist.all_reduce(sums)
+            self.sums = sums.cpu()
 
     def summary(self) -> dict:
         """Errors in kcal/mol/A (energies kcal/mol per atom); NaN where nothing was seen."""

@@ -67,7 +67,7 @@ def save_checkpoint(
         "parent": parent,
         "epoch": epoch,
         "metrics": metrics,
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},  # loads anywhere
         "training": training,
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))

@@ -58,7 +58,15 @@ class Step:
 class Reproduction:
     """The folders of one reproduction (WORK/data, runs, evals, logs) and its steps."""
 
-    def __init__(self, scale: str, work: Path, results: Path, jobs: int | None = None, progress: bool = True):
+    def __init__(
+        self,
+        scale: str,
+        work: Path,
+        results: Path,
+        jobs: int | None = None,
+        progress: bool = True,
+        device: str = "auto",
+    ):
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
         self.scale_name, self.scale = scale, SCALES[scale]
@@ -66,6 +74,7 @@ class Reproduction:
         self.data, self.runs, self.evals, self.logs = (self.work / d for d in ("data", "runs", "evals", "logs"))
         self.jobs = jobs or self.scale.jobs
         self.progress = progress
+        self.device = device  # for every training and evaluation step
 
     # ------------------------------------------------------------------------------------------ steps
     def generate_steps(self) -> list[Step]:
@@ -78,7 +87,7 @@ class Reproduction:
         return steps
 
     def train_steps(self) -> list[Step]:
-        common = [*command_options(self.scale.train_common), "--threads", "1", "--no-progress"]
+        common = [*command_options(self.scale.train_common), "--threads", "1", "--device", self.device, "--no-progress"]
         return [
             self._training(name, self.data / "water", ["train", *command_options(options), *common])
             for name, options in self.scale.water_runs.items()
@@ -94,7 +103,7 @@ class Reproduction:
                     argv = ["finetune", "--from", str(self.runs / parent / "best.pt"), "--max-frames", str(frames),
                             *(["--freeze", FROZEN_PART[family]] if frozen else []),
                             *command_options(self.scale.finetune_options[family]),
-                            "--checkpoint-every", "5", "--threads", "1", "--no-progress"]  # fmt: skip
+                            "--checkpoint-every", "5", "--threads", "1", "--device", self.device, "--no-progress"]  # fmt: skip
                     steps.append(self._training(name, self.data / "argon-train", argv))
         return steps
 
@@ -115,7 +124,8 @@ class Reproduction:
         for run, system, split, _ in planned:
             out = self.evals / f"{run}__{system}-{split}.json"
             argv = ["evaluate", "--model", str(self.runs / run / "best.pt"), "--data", str(self.data / system),
-                    "--split", split, "--out", str(out), "--threads", "1", "--no-progress"]  # fmt: skip
+                    "--split", split, "--out", str(out), "--threads", "1", "--device", self.device,
+                    "--no-progress"]  # fmt: skip
             steps.append(Step(f"evaluate-{run}-{system}", argv, out))
         return steps
 

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from gnnmd.devices import check_device_spec
 from gnnmd.files import plain_name
 
 LOSSES = ("l1", "mse", "huber")
@@ -44,6 +45,7 @@ class TrainConfig:
     progress: bool = True
     overwrite: bool = False
     resume: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (gnnmd.devices)
     # fine-tuning
     init_from: str | None = None
     freeze: tuple = ()
@@ -59,6 +61,7 @@ class TrainConfig:
         plain_name(self.run_name, "run name (--name)")
         if not (isinstance(self.cutoff, (int, float)) and math.isfinite(self.cutoff) and self.cutoff > 0):
             raise ValueError(f"--cutoff must be a positive number of Angstrom, got {self.cutoff!r}")
+        check_device_spec(self.device)
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
         if self.loss not in LOSSES:

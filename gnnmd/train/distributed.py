@@ -8,20 +8,27 @@ import os
 
 import torch
 
+from gnnmd.devices import resolve_device
+
 
 class Distributed:
-    """Rank and world size from torchrun's environment; a single process otherwise."""
+    """Rank and world size from torchrun's environment (a single process otherwise), and this rank's
+    device: on GPUs each rank takes its own (cuda:LOCAL_RANK) and ranks talk over nccl; on CPUs, gloo."""
 
-    def __init__(self):
+    def __init__(self, device: str = "auto"):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if self.world > 1 else None
+        self.device = resolve_device(device, local_rank)
         self.started = False
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.world > 1:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
                 self.started = True
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.local_world))
 
@@ -34,6 +41,8 @@ class Distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        if self.device.type == "cuda":
+            return DistributedDataParallel(model, device_ids=[self.device.index])
         return DistributedDataParallel(model)
 
     def barrier(self):
@@ -45,7 +54,7 @@ class Distributed:
         DDP would hang)."""
         if self.world == 1:
             return flag
-        tensor = torch.tensor([float(flag)])
+        tensor = torch.tensor([float(flag)], device=self.device)
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
         return bool(tensor.item())
 

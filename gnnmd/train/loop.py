@@ -62,7 +62,7 @@ def _subtract_coulomb(batch, coulomb):
 def _atoms_per_graph(batch):
     if batch.batch is not None:
         return torch.bincount(batch.batch, minlength=batch.num_graphs)
-    return torch.tensor([batch.num_nodes])
+    return torch.tensor([batch.num_nodes], device=batch.pos.device)
 
 
 def batch_loss(out, batch, config: TrainConfig, scale, *, penalise: bool):
@@ -102,7 +102,9 @@ def run_epoch(
     augment = training and (config.augment if config.augment is not None else not core.equivariant)
     grad = training or core.needs_grad
     penalise = training and config.zero_penalty > 0 and epoch < config.warmup_epochs
+    device = scale.device
     for step, batch in enumerate(loader):
+        batch = batch.to(device)  # the model's device (no copy on the CPU)
         if training:
             lr = learning_rate(config, epoch, step, steps_per_epoch)
             for group in optimizer.param_groups:
@@ -110,7 +112,7 @@ def run_epoch(
         if coulomb is not None:
             batch = _subtract_coulomb(batch, coulomb)
         if augment:
-            batch = rotate_batch(batch, random_rotations(batch.num_graphs, rotations))
+            batch = rotate_batch(batch, random_rotations(batch.num_graphs, rotations).to(device))
         with torch.set_grad_enabled(grad):
             out = model(batch)
             loss, objective, atoms = batch_loss(out, batch, config, scale, penalise=penalise)

@@ -63,7 +63,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None) -> dict:
     """Train (or fine-tune, with config.init_from) and return the summary. `stop_after` ends the run
     after that many epochs as a kill would (no final checkpoint), for testing --resume."""
     config.check()
-    dist = Distributed()
+    dist = Distributed(config.device)
     try:
         return _train(config, dist, stop_after)
     finally:
@@ -93,6 +93,7 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
     coulomb, electrostatics = coulomb_for(config, data, dist)
     normalisation = normalisation_from(data.frames, data.train_idx, coulomb)
     model, config, normalisation, parent = prepare_model(config, data, coulomb, normalisation)
+    model = model.to(dist.device)  # priors were fitted on the CPU; the optimiser takes the moved weights
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     check_cutoff(config, data)
     folder = prepare_run_dir(config, dist)  # the first write: everything above is checked
