@@ -2,13 +2,14 @@
 speed and structure (RDF peaks). The defaults use the shipped models in benchmarks/models/.
 
     python benchmarks/md.py [--water-model CKPT] [--argon-model CKPT] [--water-data DIR] [--argon-data DIR]
-                            [--picoseconds 5]
+                            [--picoseconds 5] [--coulomb lammps|torch-pme]
 
 Each system starts from the data file its dataset wrote (an equilibrated configuration with velocities);
 the model run and the LAMMPS reference run the same number of NVE steps with dumps at the same stride.
-Writes benchmarks/results/md.json, or --out (rows {"system", "model", "ensemble", "timestep_fs", "steps",
-"energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}), and md_<system>.png beside
-it; `--systems water` runs one system and keeps the other rows of md.json."""
+A PME-trained model's Coulomb part is LAMMPS' pppm (`gnnmd md`'s default) unless --coulomb torch-pme.
+Writes benchmarks/results/md.json, or --out (rows {"system", "model", "electrostatics", "ensemble",
+"timestep_fs", "steps", "energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}),
+and md_<system>.png beside it; `--systems water` runs one system and keeps the other rows of md.json."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def run_system(
     dump_every: int,
     work: Path,
     results: Path = RESULTS,
+    coulomb: str = "lammps",
 ) -> dict:
     import torch
 
@@ -49,6 +51,7 @@ def run_system(
         dump_every=dump_every,
         overwrite=True,
         progress=True,
+        coulomb=coulomb,
     )
     print(f"{name}: plain LAMMPS", flush=True)
     threads = torch.get_num_threads()
@@ -83,6 +86,9 @@ def run_system(
         "system": name,
         "model": str(model.relative_to(HERE.parent) if model.is_relative_to(HERE.parent) else model),
         "model_family": summary["model_family"],
+        # who computed a PME-trained model's Coulomb part: "lammps-pppm", "torch-pme", or None (the model all)
+        "electrostatics": summary["electrostatics"],
+        "electrostatics_settings": summary["electrostatics_settings"],
         "ensemble": "nve",
         "timestep_fs": timestep,
         "steps": steps,
@@ -117,6 +123,12 @@ def main() -> None:
     parser.add_argument("--dump-every", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path("md_benchmark"), help="where trajectories go")
     parser.add_argument("--systems", default="water,argon")
+    parser.add_argument(
+        "--coulomb",
+        choices=("lammps", "torch-pme"),
+        default="lammps",
+        help="Coulomb part of a PME-trained model: LAMMPS' pppm (gnnmd md's default) or torch-pme's",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "md.json", help="results JSON (the plots go beside it)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)  # the plots go there first
@@ -125,7 +137,9 @@ def main() -> None:
         model = args.water_model if name == "water" else args.argon_model
         data = args.water_data if name == "water" else args.argon_data
         timestep = args.water_timestep if name == "water" else args.argon_timestep
-        row = run_system(name, model, data, args.picoseconds, timestep, args.dump_every, args.work, args.out.parent)
+        row = run_system(
+            name, model, data, args.picoseconds, timestep, args.dump_every, args.work, args.out.parent, args.coulomb
+        )
         rows.append({**row, "command": " ".join(["python", *sys.argv])})
         print(json.dumps(rows[-1], indent=1), flush=True)
     # a run of some systems keeps the rows of the others (each row says how it was made)

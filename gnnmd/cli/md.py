@@ -37,6 +37,14 @@ def add_md(sub) -> None:
         action="store_true",
         help="run even if the system has atom types the model was not trained on (zero-shot transfer)",
     )
+    p.add_argument(
+        "--coulomb",
+        choices=("lammps", "torch-pme"),
+        default="lammps",
+        help="for a model trained with PME (it learned reference minus Coulomb): LAMMPS computes the "
+        "Coulomb part (coul/long + pppm with the checkpoint's cutoff, accuracy and special_bonds; default) "
+        "or torch-pme adds it to the model's forces, as in training and evaluation",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_md_command)
@@ -58,6 +66,7 @@ def run_md_command(args) -> int:
         allow_unknown_types=args.allow_unknown_types,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        coulomb=args.coulomb,
     )
     if summary["blown_up"]:
         when = (
@@ -74,6 +83,7 @@ def run_md_command(args) -> int:
         f"{args.out}: {summary['steps']} steps of {summary['atoms']} atoms, {summary['steps_per_second']:.1f} steps/s, "
         f"mean T {summary['mean_temperature']:.1f} K, energy drift "
         + ("n/a (direct-force model)" if drift is None else f"{drift:.3g} kcal/mol/atom/ps")
+        + (f", Coulomb: {summary['electrostatics']}" if summary["electrostatics"] else "")
     )
     return 0
 

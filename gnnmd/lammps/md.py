@@ -5,6 +5,12 @@ and cell. The graph is rebuilt each step from what LAMMPS holds.
 `run_lammps_md` runs the same MD with the system's own force field instead (plain LAMMPS, the
 reference), and `thermo_statistics` turns either run's thermo table into the summary's numbers.
 
+A model trained with PME learned reference minus Coulomb (with LAMMPS' special_bonds exclusions). In MD
+LAMMPS computes that Coulomb part itself by default (`coulomb="lammps"`: pair coul/long + kspace pppm
+with the checkpoint's real-space cutoff, accuracy and special factors), and the callback gives only the
+learned part; `coulomb="torch-pme"` adds torch-pme's Coulomb to the model's forces in the callback
+instead (as training and evaluation do). Both compute the same Ewald sum, each to its accuracy.
+
 A run that fails (the model's forces, or LAMMPS' own error such as a molecule torn apart) is a result:
 LAMMPS stops at the failure, the dump and thermo.txt end before it, and the summary says when and why."""
 
@@ -29,8 +35,12 @@ from gnnmd.lammps.engine import (
     start_lammps,
 )
 from gnnmd.lammps.generate import DEFAULTS
+from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
+COULOMB = ("lammps", "torch-pme")  # who computes the Coulomb part of a PME-trained model in MD
+# what a checkpoint's PME settings lack is taken as torch-pme's defaults (Electrostatics.for_system)
+_PME_DEFAULTS = {"real_space_cutoff": 8.0, "accuracy": 1e-5, "special": DEFAULT_SPECIAL}
 
 
 @dataclass(frozen=True)
@@ -73,10 +83,45 @@ def _check_one_rank() -> None:
         )
 
 
-def _model_system_commands(data_file: Path, topology) -> list[str]:
-    """Load the system with no force field of its own: the bonded styles are zero, the model gives all."""
+def coulomb_settings(info: dict, topology, coulomb: str = "lammps") -> dict | None:
+    """How an MD run computes the Coulomb part of a model that learned reference minus Coulomb (its
+    checkpoint `info` has PME settings) for a system with charges: {"method": "lammps-pppm" or
+    "torch-pme", "real_space_cutoff", "accuracy", "special" (the 1-2 and 1-3 factors)}. None for a model
+    trained without PME or a system without charges: the model gives everything."""
+    if coulomb not in COULOMB:
+        raise ValueError(f"coulomb must be one of {', '.join(COULOMB)}, got {coulomb!r}")
+    stored = info.get("electrostatics")
+    if not stored or not has_charges(topology):
+        return None
+    stored = current_config(stored)
+    settings = {key: stored.get(key) if stored.get(key) is not None else value for key, value in _PME_DEFAULTS.items()}
+    method = "lammps-pppm" if coulomb == "lammps" else "torch-pme"
+    return {"method": method, **settings, "special": [float(f) for f in settings["special"]]}
+
+
+def _lammps_coulomb_commands(settings: dict) -> list[str]:
+    """LAMMPS' own Coulomb, as the model was trained to leave it out: real-space coul/long and PPPM, with
+    the 1-2 and 1-3 pairs (from the data file's bonds and angles) weighted by the special factors."""
+    f12, f13 = settings["special"]
+    return [
+        f"pair_style coul/long {float(settings['real_space_cutoff'])}",
+        "pair_coeff * *",
+        f"kspace_style pppm {float(settings['accuracy'])}",
+        f"special_bonds lj/coul {float(f12)} {float(f13)} 1.0 angle yes",
+        "neighbor 2.0 bin",
+        "neigh_modify every 1 delay 0 check yes",
+    ]
+
+
+def _model_system_commands(data_file: Path, topology, coulomb: dict | None = None) -> list[str]:
+    """Load the system with no force field of its own: the bonded styles are zero, the model gives all,
+    but for LAMMPS' Coulomb (`coulomb` settings with method lammps-pppm) under a PME-trained model."""
     read = f"read_data {lammps_path(data_file)} nocoeff"
-    commands = ["units real", "atom_style full", "boundary p p p", read, "pair_style none"]
+    commands = ["units real", "atom_style full", "boundary p p p", read]
+    if coulomb is not None and coulomb["method"] == "lammps-pppm":
+        commands += _lammps_coulomb_commands(coulomb)
+    else:
+        commands.append("pair_style none")
     if len(topology.bonds):
         commands += ["bond_style zero", "bond_coeff *"]
     if len(topology.angles):
@@ -252,6 +297,21 @@ def thermo_statistics(thermo_file, n_atoms: int, failed_at: int | None = None, e
     }
 
 
+def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, coulomb: str, run, out: Path):
+    """What a model run needs before LAMMPS starts, where all that can be wrong with the inputs is found:
+    the topology, the model's force function for the callback (with LAMMPS' Coulomb the learned part
+    alone, with torch-pme's the sum), the Coulomb settings (coulomb_settings) and the LAMMPS commands."""
+    if coulomb not in COULOMB:
+        raise ValueError(f"coulomb must be one of {', '.join(COULOMB)}, got {coulomb!r}")
+    topology = read_topology(data_file)
+    with_torch_pme = coulomb == "torch-pme"
+    forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types, electrostatics=with_torch_pme)
+    electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
+    _check_one_rank()
+    commands = _model_system_commands(data_file, topology, electrostatics)
+    return topology, forces_of, electrostatics, commands + _dynamics_commands(run, out, model_fix=True)
+
+
 def _speed(steps: int, n_atoms: int, seconds: float) -> dict:
     return {
         "seconds": round(seconds, 3),
@@ -275,10 +335,13 @@ def run_md(
     allow_unknown_types: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    coulomb: str = "lammps",
 ) -> dict:
     """Run `steps` of MD of the system in `data_file` with the model's forces; write the dump, log,
     thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
-    kept (an equilibrated start); NVT needs a temperature.
+    kept (an equilibrated start); NVT needs a temperature. A PME-trained model's Coulomb part is
+    LAMMPS' (`coulomb="lammps"`, pppm) or torch-pme's ("torch-pme"); the summary's `electrostatics`
+    says which ("lammps-pppm", "torch-pme", or None: the model gives all).
 
     A run that fails part-way (the model's non-finite forces, or LAMMPS' own error, e.g. a molecule torn
     apart) is a result, not a crash: LAMMPS stops there, the dump and thermo.txt end before the failure,
@@ -287,13 +350,9 @@ def run_md(
     run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
     run.check()
     _check_out(out, overwrite, data_file)
-    # everything that can be wrong with the inputs is found before LAMMPS starts
-    topology = read_topology(data_file)
-    forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types)
-    _check_one_rank()
-    commands = _model_system_commands(data_file, topology) + _dynamics_commands(run, out, model_fix=True)
+    inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out)
+    topology, forces_of, electrostatics, commands = inputs
     out.mkdir(parents=True, exist_ok=True)
-
     lmp = start_lammps(log=out / "log.lammps")
     _set_up(lmp, commands, data_file, out)
     n_atoms = topology.n_atoms
@@ -307,6 +366,8 @@ def run_md(
         "checkpoint": str(checkpoint),
         "system": str(data_file),
         "model_family": forces_of.info["family"],
+        "electrostatics": electrostatics and electrostatics["method"],
+        "electrostatics_settings": electrostatics,
         "atoms": n_atoms,
         "ensemble": ensemble,
         "timestep_fs": timestep,
