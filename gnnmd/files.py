@@ -50,8 +50,9 @@ class BusyError(RuntimeError):
 
 
 class FolderLock:
-    """An OS lock (flock) on a folder gnnmd is writing, held on a hidden file beside it (`.NAME.lock`):
-    a second writer gets a BusyError, and the lock goes away with the process however it ends."""
+    """An OS lock (flock) on a folder gnnmd is writing, held on a hidden file beside it (`.NAME.lock`, removed
+    when the writer is done): a second writer gets a BusyError, and the lock goes away with the process
+    however it ends."""
 
     def __init__(self, folder):
         self.folder = Path(folder).absolute()
@@ -62,23 +63,36 @@ class FolderLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise BusyError(
+                    f"{self.folder}: another gnnmd process (pid {owner}) is writing it; wait for it to finish"
+                ) from None
+            if self._still_at_path(fd):  # not a file a finishing holder has just removed
+                break
             os.close(fd)
-            raise BusyError(
-                f"{self.folder}: another gnnmd process (pid {owner}) is writing it; wait for it to finish"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
         return self
 
+    def _still_at_path(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Remove the lock file, then let go of it (closing drops the flock); a process killed holding it
+        leaves the file, unlocked, for the next writer to take."""
         if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
             self.fd = None
 
     def __enter__(self) -> FolderLock:

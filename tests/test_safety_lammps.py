@@ -250,3 +250,22 @@ def test_md_refuses_several_mpi_ranks(argon_run, argon_model, tmp_path):
     assert "gnnmd md: error:" in result.stderr and "Traceback" not in result.stderr
     assert "2 MPI ranks" in result.stderr and "one rank" in result.stderr
     assert not out.exists()
+
+
+def test_a_second_md_into_the_same_folder_is_refused(argon_run, argon_model, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "md"
+    code = "import sys, time; from gnnmd.files import FolderLock; FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ["md", "--model", str(argon_model), "--system", str(argon_run / "segment_000" / "system.data")]
+        assert main([*args, "--steps", "2", "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "another gnnmd process" in err and str(out) in err and "Traceback" not in err
+        assert not (out / "summary.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
+from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.forces import ModelForces
 from gnnmd.lammps.engine import (
     check_lammps_path,
@@ -352,34 +353,44 @@ def run_md(
     _check_out(out, overwrite, data_file)
     inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out)
     topology, forces_of, electrostatics, commands = inputs
-    out.mkdir(parents=True, exist_ok=True)
-    lmp = start_lammps(log=out / "log.lammps")
-    _set_up(lmp, commands, data_file, out)
-    n_atoms = topology.n_atoms
-    callback = _ModelCallback(lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=not progress))
-    lmp.set_fix_external_callback("model", callback, None)
-    seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
-    failed_at, failure = callback.first_failure(lammps_failure)
-    _end_outputs_before(out, failed_at)
-    steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
-    summary = {
-        "checkpoint": str(checkpoint),
-        "system": str(data_file),
-        "model_family": forces_of.info["family"],
-        "electrostatics": electrostatics and electrostatics["method"],
-        "electrostatics_settings": electrostatics,
+    with FolderLock(out):  # one writer per output folder
+        out.mkdir(parents=True, exist_ok=True)
+        lmp = start_lammps(log=out / "log.lammps")
+        _set_up(lmp, commands, data_file, out)
+        n_atoms = topology.n_atoms
+        callback = _ModelCallback(
+            lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=not progress)
+        )
+        lmp.set_fix_external_callback("model", callback, None)
+        seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
+        failed_at, failure = callback.first_failure(lammps_failure)
+        _end_outputs_before(out, failed_at)
+        steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
+        summary = {
+            "checkpoint": str(checkpoint),
+            "system": str(data_file),
+            "model_family": forces_of.info["family"],
+            "electrostatics": electrostatics and electrostatics["method"],
+            "electrostatics_settings": electrostatics,
+            **_run_record(n_atoms, ensemble, timestep, steps, steps_run, seconds, callback.has_energy),
+            **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
+            "failed_at_step": failed_at,
+            "failure": failure,
+        }
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_record(n_atoms, ensemble, timestep, steps, steps_run, seconds, has_energy) -> dict:
+    """The summary's description of the run: size, ensemble, speed, whether the model gave an energy."""
+    return {
         "atoms": n_atoms,
         "ensemble": ensemble,
         "timestep_fs": timestep,
         "steps": steps,
         **_speed(steps_run, n_atoms, seconds),
-        "model_energy": callback.has_energy,
-        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
-        "failed_at_step": failed_at,
-        "failure": failure,
+        "model_energy": has_energy,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def dataset_forcefield(data_dir) -> str:
