@@ -3,12 +3,17 @@
 training time per 648-atom frame.
 
     python benchmarks/scaling.py [--data DIR] [--reps 1,2,3,4,6] [--models mpnn,eqforce,nequip]
+        [--electrostatics none,pme] [--no-lammps] [--no-train] [--threads N] [--out FILE]
+
+--reps 12 is 1,119,744 atoms (8 and 10: 331,776 and 648,000).
 
 A step is what MD needs per timestep, one call of a checkpoint's force function (gnnmd.inference.ModelForces,
 as `gnnmd md` makes it): graph from positions and cell, forward pass, forces (autograd for the energy model)
 and, with PME, the Coulomb forces. Each family has the size of its shipped model in benchmarks/models/; LAMMPS gets as many OpenMP threads as torch has. Each point runs in its own process
 so its peak memory (VmHWM above the resident size before the step) is its own. Writes benchmarks/results/scaling.json (rows {"model", "electrostatics", "atoms",
-"seconds_per_step", "peak_mb"}; "model": "lammps" for the reference) and scaling.png."""
+"seconds_per_step" (the fastest repeat: for nequip a step whose neighbour list needs no rebuild),
+"first_step_seconds" (the first call: neighbour list built), "peak_mb" (over all steps, the first
+included), "kb_per_atom"}; "model": "lammps" for the reference) and scaling.png."""
 
 from __future__ import annotations
 
@@ -137,7 +142,9 @@ def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, 
     # peak memory of a step: above the resident size before the first one (later steps reuse what the
     # first mapped, as gnnmd keeps freed memory: gnnmd/memory.py)
     baseline = reset_peak_memory()
-    step()  # warm-up: first-call allocations
+    start = time.perf_counter()
+    step()  # warm-up: first-call allocations (and the first neighbour list)
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -148,7 +155,9 @@ def measure(kind: str, family: str, electrostatics: str, data: Path, reps: int, 
         "electrostatics": "pppm" if kind == "lammps" else electrostatics,
         "atoms": atoms,
         "seconds_per_step": float(np.min(times)),
+        "first_step_seconds": first,
         "peak_mb": round((memory_kb("VmHWM") - baseline) / 1024, 1),
+        "kb_per_atom": round((memory_kb("VmHWM") - baseline) / atoms, 2),
     }
 
 
@@ -184,10 +193,18 @@ def main() -> None:
     parser.add_argument("--models", default="mpnn,eqforce,nequip")
     parser.add_argument("--reps", default="1,2,3,4,6", help="n of the n x n x n replicas (6: 139,968 atoms)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--electrostatics", default="none,pme", help="none, pme or both")
+    parser.add_argument("--no-lammps", action="store_true", help="skip LAMMPS' own steps")
+    parser.add_argument("--no-train", action="store_true", help="skip the training step")
+    parser.add_argument("--threads", type=int, help="torch (and LAMMPS) threads (default: torch's own)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "ELECTROSTATICS", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         kind, family, elec, reps = args.child
         with tempfile.TemporaryDirectory() as folder:
             print(json.dumps(measure(kind, family, elec, args.data, int(reps), args.repeats, Path(folder))))
@@ -206,6 +223,7 @@ def main() -> None:
             str(data),
             "--repeats",
             str(args.repeats),
+            *(["--threads", str(args.threads)] if args.threads else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:  # e.g. killed for memory (-9): a result too, and the others still run
@@ -225,17 +243,19 @@ def main() -> None:
         data = args.data or default_water(Path(tmp))
         rows, training = [], []
         sizes = [int(n) for n in args.reps.split(",")]
-        for reps in sizes:
+        for reps in sizes if not args.no_lammps else ():
             rows.append(child("lammps", "-", "-", reps))
         for family in args.models.split(","):
-            training.append(child("train", family, "none", 1))
-            for elec in ("none", "pme"):
+            if not args.no_train:
+                training.append(child("train", family, "none", 1))
+            for elec in args.electrostatics.split(","):
                 for reps in sizes:
                     rows.append(child("infer", family, elec, reps))
     measured = [r for r in rows if "failed" not in r]
     lammps = {r["atoms"]: r["seconds_per_step"] for r in measured if r["model"] == "lammps"}
     for row in measured:
-        row["ratio_to_lammps"] = row["seconds_per_step"] / lammps[row["atoms"]]
+        if row["atoms"] in lammps:
+            row["ratio_to_lammps"] = row["seconds_per_step"] / lammps[row["atoms"]]
     flatness = {}
     for model, elec in sorted({(r["model"], r["electrostatics"]) for r in measured}):
         per_atom = {

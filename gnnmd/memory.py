@@ -1,15 +1,19 @@
-"""Keep freed memory in the process for the next step to reuse.
+"""Keep a step's freed memory in the process for the next step to reuse, within bounds.
 
-glibc hands every allocation above its mmap threshold (at most 32 MB) straight back to the system when it
-is freed, so each force evaluation of a large system page-faults and zero-fills its gigabytes of tensors
-afresh. Measured on 2 CPU cores (benchmarks/scaling.py): nequip at 17,496 atoms took 3x longer per step
-that way, and time per atom grew with the system instead of staying flat. Telling glibc to serve large
-blocks from its heap and never to trim it keeps a step's peak memory mapped for the next, the way
-PyTorch's CUDA caching allocator does on a GPU (jemalloc or tcmalloc via LD_PRELOAD do the same).
+glibc hands every allocation above its mmap threshold (at most 32 MB by default) straight back to the
+system when it is freed, so each force evaluation of a large system page-faults and zero-fills its big
+tensors afresh. Measured on 2 CPU cores (benchmarks/scaling.py): the network at 17,496 atoms took 3x
+longer per step that way. Telling glibc never to mmap and never to trim removed that cost but kept every
+freed block and let the heap fragment, so the high-water mark grew (the network at 139,968 atoms:
+22.7 GB instead of ~16).
 
-The price is memory: freed blocks stay mapped and the heap fragments, so a step's high-water mark is
-higher (nequip at 139,968 atoms: 22.7 GB instead of ~16). GNNMD_KEEP_FREED_MEMORY=0 turns it off for
-systems that only just fit."""
+So the bounds: blocks up to MMAP_THRESHOLD come from the heap and are reused step after step; larger ones
+are mapped and returned when freed (their page faults are a small part of a step that allocates them);
+free memory at the top of the heap beyond TRIM_THRESHOLD goes back to the system. The force call of MD
+(ModelForces with the tabulated nequip) keeps its per-step blocks small, and with these bounds it runs
+as fast as with memory never returned, at a peak close to glibc's defaults (139,968 atoms, 1 thread:
+4.62 s and 11.4 kB/atom; never returned 4.64 s, 11.2 kB/atom; glibc's defaults 5.53 s, 10.7 kB/atom).
+GNNMD_KEEP_FREED_MEMORY=0 leaves glibc's defaults."""
 
 from __future__ import annotations
 
@@ -19,13 +23,17 @@ import os
 import sys
 
 M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 << 20  # bytes: blocks up to this size are kept in the heap when freed
+OLD_GLIBC_MMAP_THRESHOLD = 32 << 20  # for a glibc that refuses more (the limit mallopt(3) documents)
+TRIM_THRESHOLD = 1 << 30  # bytes of free heap top kept before glibc returns the rest
 
 _done = [False]
 
 
 def keep_freed_memory() -> bool:
-    """Tune glibc's malloc once per process; False where it is not glibc (nothing changes there)."""
+    """Tune glibc's malloc once per process (the bounds above); False where it is not glibc or
+    GNNMD_KEEP_FREED_MEMORY=0 (nothing changes there)."""
     if _done[0]:
         return True
     if not sys.platform.startswith("linux") or os.environ.get("GNNMD_KEEP_FREED_MEMORY", "1") == "0":
@@ -36,6 +44,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # -1 reads as SIZE_MAX in glibc: never trim the heap top
-    _done[0] = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+    # a fixed mmap threshold also stops glibc from moving it on its own as blocks are freed
+    threshold = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) or mallopt(M_MMAP_THRESHOLD, OLD_GLIBC_MMAP_THRESHOLD)
+    _done[0] = bool(threshold) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done[0]

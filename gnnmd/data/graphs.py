@@ -49,14 +49,18 @@ def neighbor_list(positions: np.ndarray, cell: np.ndarray, cutoff: float):
     including cells shorter than twice the cutoff (several images of one atom).
 
     Returns receivers i, sources j, integer shifts S (E, 3) and vectors D = r_j - r_i + S @ cell."""
+    i, j, shifts, vectors = _vesin(positions, cell, cutoff, "ijSD")
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), vectors
+
+
+def _vesin(positions, cell, cutoff: float, quantities: str, full_list: bool = True) -> list[np.ndarray]:
     from vesin import NeighborList
 
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     cell = np.ascontiguousarray(cell, dtype=np.float64)
     check_cutoff(cutoff, len(positions), cell)
-    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shifts, vectors = calculator.compute(points=positions, box=cell, periodic=True, quantities="ijSD")
-    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), vectors
+    calculator = NeighborList(cutoff=float(cutoff), full_list=full_list)
+    return calculator.compute(points=positions, box=cell, periodic=True, quantities=quantities)
 
 
 def _pair_keys(pairs: np.ndarray, n_atoms: int) -> np.ndarray:
@@ -88,7 +92,8 @@ class GraphBuilder:
         for label, table in ((BOND, self.bond_keys), (ANGLE, self.angle_keys)):
             if len(table) == 0:
                 continue
-            hit = np.flatnonzero(np.isin(keys, table))
+            # the tables are sorted: a binary search per edge (np.isin would sort all the edges' keys)
+            hit = np.flatnonzero(table[np.minimum(np.searchsorted(table, keys), len(table) - 1)] == keys)
             if len(hit) == 0:
                 continue
             order = hit[np.lexsort((distances[hit], keys[hit]))]
@@ -134,3 +139,70 @@ class GraphBuilder:
 def build_graph(topology: Topology, positions, cell, cutoff: float, forces=None, energy=None) -> Data:
     """One graph; use GraphBuilder directly for many frames of the same system."""
     return GraphBuilder(topology, cutoff)(np.asarray(positions), np.asarray(cell), forces, energy)
+
+
+class VerletList:
+    """The neighbour pairs of one system across MD steps, each pair once (a half list): built with cutoff +
+    `skin` and rebuilt only when an atom has moved more than half the skin since the last build, or the
+    cell changed. Until then every pair closer than the cutoff is in it (two atoms that each moved less
+    than skin/2 came less than a skin closer), so a model that takes the pair vectors from the current
+    positions (`vectors`) and gives pairs beyond the cutoff no weight sees what a graph built afresh would
+    give it. Bond classes are those of the build (a bonded pair's nearest image stays the nearest unless
+    the cell is shorter than ~2x the list's reach). `skin` 0 rebuilds at every call.
+
+    After `update`: `i` <= `j` (torch int64, P), `pair_class` (the edge class of i <- j and of j <- i),
+    `shift_vectors` (S @ cell, float32 (P, 3): the vector from i to that image of j is
+    r_j - r_i + S @ cell), `distances` at the build (float64 numpy), `rebuilds` (how many builds so far).
+    Pairs are sorted by i, for the locality of sums over neighbours."""
+
+    def __init__(self, builder: GraphBuilder, skin: float = 1.0):
+        if not (math.isfinite(skin) and skin >= 0):
+            raise ValueError(f"the neighbour-list skin must be >= 0 A, got {skin!r}")
+        self.builder, self.skin = builder, float(skin)
+        self.reach = builder.cutoff + self.skin
+        self.reference: np.ndarray | None = None
+        self.cell: np.ndarray | None = None
+        self.rebuilds = 0
+
+    def update(self, positions: np.ndarray, cell: np.ndarray) -> bool:
+        """Rebuild if needed for these positions and cell; True if it did."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        if self.reference is not None and self.skin > 0 and np.array_equal(cell, self.cell):
+            moved = positions - self.reference
+            if float(np.einsum("ij,ij->i", moved, moved).max(initial=0.0)) <= (0.5 * self.skin) ** 2:
+                return False
+        self.build(positions, cell)
+        return True
+
+    def build(self, positions: np.ndarray, cell: np.ndarray) -> None:
+        n = self.builder.topology.n_atoms
+        if positions.shape != (n, 3):
+            raise ValueError(f"positions have shape {positions.shape}, expected ({n}, 3) for this topology")
+        i, j, shifts, distances = _vesin(positions, cell, self.reach, "ijSd", full_list=False)
+        i, j = i.view(np.int64), j.view(np.int64)  # vesin's uint64 indices, < 2^63
+        flip = i > j  # every image of a pair oriented alike, so the nearest-image rule sees them together
+        i, j = np.where(flip, j, i), np.where(flip, i, j)
+        shifts[flip] *= -1
+        order = np.argsort(i, kind="stable")
+        i, j, shifts, distances = i[order], j[order], shifts[order], distances[order]
+        del flip, order
+        self.i, self.j = torch.from_numpy(i), torch.from_numpy(j)
+        self.pair_class = torch.from_numpy(self.builder.edge_classes(i, j, distances))
+        self.shift_vectors = torch.from_numpy((shifts @ cell).astype(np.float32))
+        self.distances = distances
+        self.reference, self.cell = positions.copy(), cell.copy()
+        self.rebuilds += 1
+
+    def vectors(self, pos: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """r_j - r_i + S @ cell of every pair (or of the pairs numbered `pairs`) for positions `pos`."""
+        i, j, shifts = self.i, self.j, self.shift_vectors
+        if pairs is not None:
+            i, j, shifts = i.index_select(0, pairs), j.index_select(0, pairs), shifts.index_select(0, pairs)
+        return pos.index_select(0, j) - pos.index_select(0, i) + shifts.to(pos.dtype)
+
+    @torch.no_grad()
+    def within(self, pos: torch.Tensor, cutoff: float) -> torch.Tensor:
+        """Numbers of the pairs closer than `cutoff` at positions `pos`, in the list's order."""
+        vectors = self.vectors(pos.detach())
+        return torch.nonzero(torch.einsum("pk,pk->p", vectors, vectors) < cutoff * cutoff).squeeze(1)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gnnmd.data.graphs import GraphBuilder
+from gnnmd.data.graphs import GraphBuilder, VerletList
 from gnnmd.data.topology import same_type
+from gnnmd.inference.tabulated_nequip import TabulatedNequIP
 from gnnmd.memory import keep_freed_memory
 from gnnmd.models.checkpoint import load_model
 from gnnmd.models.electrostatics import Electrostatics, has_charges
@@ -32,7 +33,14 @@ def check_types_known(topology, type_table: list[dict], source: str, system: str
 
 class ModelForces:
     """Forces (kcal/mol/A) and energy (kcal/mol, None for direct-force models) of a checkpoint's model
-    for positions and a cell of one system."""
+    for positions and a cell of one system.
+
+    The energy model (nequip) runs in its inference form (gnnmd.inference.tabulated_nequip): radial MLPs tabulated
+    as splines (forces within ~1e-5 kcal/mol/A of the network's, far below float32 noise), a Verlet
+    neighbour list with `skin` (A; rebuilt only when an atom moved more than skin/2 or the cell changed,
+    the edge vectors taken from the current positions at every call, so the forces are those of a graph
+    built afresh), and everything that depends on the atom types alone computed once. `tabulate=False`
+    evaluates the network itself on a graph built at every call, as training and evaluation do."""
 
     def __init__(
         self,
@@ -41,6 +49,8 @@ class ModelForces:
         system: str = "system",
         allow_unknown_types: bool = False,
         electrostatics: bool = True,
+        tabulate: bool = True,
+        skin: float = 1.0,
     ):
         keep_freed_memory()  # every step allocates the same tensors again: keep them mapped
         self.model, self.info = load_model(checkpoint)
@@ -50,6 +60,12 @@ class ModelForces:
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.with_coulomb = None  # PME set up on the first cell seen (or by `prepare`)
+        self.engine = None
+        if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
+            self.engine = TabulatedNequIP(self.model)
+            self.verlet = VerletList(self.builder, skin)
+            self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))
+            self.dtype = self.model.type_scale.dtype
 
     def prepare(self, cell: np.ndarray) -> None:
         """Set up what depends on the system's cell once (the PME mesh), before the first call."""
@@ -58,6 +74,8 @@ class ModelForces:
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.with_coulomb is None:
             self.prepare(cell)
+        if self.engine is not None:
+            return self._tabulated(np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64))
         graph = self.builder(positions, cell)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:
@@ -65,6 +83,43 @@ class ModelForces:
         forces = out["forces"].detach().double().numpy()
         energy = out.get("energy")
         return forces, None if energy is None else float(energy.detach().sum())
+
+    def _tabulated(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float]:
+        verlet, engine = self.verlet, self.engine
+        if verlet.update(positions, cell):
+            self._walls = self._wall_pairs()
+        pos = torch.from_numpy(positions).to(self.dtype)
+        near = verlet.within(pos, engine.cutoff)  # the list holds the pairs within cutoff + skin
+        take = [t.index_select(0, near) for t in (verlet.i, verlet.j, verlet.pair_class, verlet.shift_vectors)]
+        pairs = engine.pairs(*take[:3], take[3].to(self.dtype))
+        with torch.enable_grad():
+            pos.requires_grad_(True)
+            energy = engine.energy(self.atoms, pos, pairs)
+            if self._walls is not None:
+                near, core, stretch = self._walls
+                r = torch.linalg.vector_norm(verlet.vectors(pos, near), dim=1)
+                energy = energy + engine.wall_energy(r, core, stretch)
+            (grad,) = torch.autograd.grad(energy, pos)
+        forces, energy = -grad.double().numpy(), float(energy.detach())
+        if isinstance(self.with_coulomb, WithCoulomb):
+            coulomb_energy, coulomb_forces = self.with_coulomb.electrostatics(
+                torch.from_numpy(positions), torch.from_numpy(cell)
+            )
+            forces, energy = forces + coulomb_forces.numpy(), energy + float(coulomb_energy)
+        return forces, energy
+
+    def _wall_pairs(self):
+        """(pairs, core, stretch radii) of the pairs of the neighbour list whose walls can act before the
+        next rebuild (distance within a skin of a wall radius); None if the model has no walls."""
+        verlet = self.verlet
+        radii = self.engine.wall_radii(self.atoms, verlet.i, verlet.j, verlet.pair_class)
+        if radii is None:
+            return None
+        core, stretch = radii
+        distance, reach = torch.from_numpy(verlet.distances)[:, None], verlet.skin + 1e-3
+        maybe = ((distance - reach < core) | ((stretch > 0) & (distance + reach > stretch))).any(dim=1)
+        near = torch.nonzero(maybe).squeeze(1)
+        return near, core[near].to(self.dtype), stretch[near].to(self.dtype)
 
 
 class WithCoulomb(torch.nn.Module):
