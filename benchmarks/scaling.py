@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--models", default="mpnn,eqforce,nequip")
     parser.add_argument("--reps", default="1,2,3,4,6", help="n of the n x n x n replicas (6: 139,968 atoms)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--electrostatics", default="none,pme", help="none, pme or both")
+    parser.add_argument("--electrostatics", default="none,pme", help="none, pme, none,pme or both (= none,pme)")
     parser.add_argument("--no-lammps", action="store_true", help="skip LAMMPS' own steps")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--threads", type=int, help="torch (and LAMMPS) threads (default: torch's own)")
@@ -248,7 +248,7 @@ def main() -> None:
         for family in args.models.split(","):
             if not args.no_train:
                 training.append(child("train", family, "none", 1))
-            for elec in args.electrostatics.split(","):
+            for elec in ("none", "pme") if args.electrostatics == "both" else args.electrostatics.split(","):
                 for reps in sizes:
                     rows.append(child("infer", family, elec, reps))
     measured = [r for r in rows if "failed" not in r]
