@@ -97,6 +97,7 @@ def test_lammps_pppm_plus_model_is_torch_pme_plus_model(water_run, pme_models, t
     assert potential == pytest.approx(energy, abs=0.01 if accuracy < 1e-5 else 0.05)
 
 
+@pytest.mark.slow
 def test_nve_with_lammps_coulomb_conserves_energy_like_torch_pme(water_run, pme_models, tmp_path):
     """The same short NVE run with LAMMPS' and with torch-pme's Coulomb. The untrained model's own
     integration error dominates the total energy's change (its molecules, held by no learned bonds,

@@ -215,6 +215,7 @@ def test_stretch_wall_beyond_the_longest_bond(water):
     assert np.abs(pull.sum(axis=0)).max() < 1e-9
 
 
+@pytest.mark.slow
 def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     """`gnnmd walls` gives a checkpoint of the same network with the walls training would have fitted
     (here: a model saved with its walls removed, as from before they existed), and never overwrites."""

@@ -157,6 +157,7 @@ def test_verlet_list_keeps_every_pair_within_the_cutoff(water):
         VerletList(builder, skin=-1.0)
 
 
+@pytest.mark.slow
 def test_skin_gives_the_forces_of_a_graph_built_at_every_call(water, tmp_path):
     """ModelForces with a skin along a jittered trajectory (rebuilding now and then) gives what rebuilding
     at every call gives, to float32 noise, energies included; and the model itself (tabulate=False)
