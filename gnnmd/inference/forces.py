@@ -52,7 +52,7 @@ class ModelForces:
         tabulate: bool = True,
         skin: float = 1.0,
     ):
-        keep_freed_memory()  # every step allocates the same tensors again: keep them mapped
+        keep_freed_memory()  # every step allocates the same tensors again: reuse the freed blocks
         self.model, self.info = load_model(checkpoint)
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)

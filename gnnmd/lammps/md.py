@@ -365,14 +365,14 @@ def run_md(
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failed_at, failure = callback.first_failure(lammps_failure)
         _end_outputs_before(out, failed_at)
-        steps_run = steps if failed_at is None else max(failed_at, 1)  # the steps after a failure cost nothing
         summary = {
             "checkpoint": str(checkpoint),
             "system": str(data_file),
             "model_family": forces_of.info["family"],
             "electrostatics": electrostatics and electrostatics["method"],
             "electrostatics_settings": electrostatics,
-            **_run_record(n_atoms, ensemble, timestep, steps, steps_run, seconds, callback.has_energy),
+            **_run_record(n_atoms, run, failed_at, seconds),
+            "model_energy": callback.has_energy,
             **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
             "failed_at_step": failed_at,
             "failure": failure,
@@ -381,15 +381,15 @@ def run_md(
     return summary
 
 
-def _run_record(n_atoms, ensemble, timestep, steps, steps_run, seconds, has_energy) -> dict:
-    """The summary's description of the run: size, ensemble, speed, whether the model gave an energy."""
+def _run_record(n_atoms: int, run: _Dynamics, failed_at: int | None, seconds: float) -> dict:
+    """The summary's description of a run (run_md's and run_lammps_md's): size, ensemble and speed, over
+    the steps before a failure (those after it cost nothing)."""
     return {
         "atoms": n_atoms,
-        "ensemble": ensemble,
-        "timestep_fs": timestep,
-        "steps": steps,
-        **_speed(steps_run, n_atoms, seconds),
-        "model_energy": has_energy,
+        "ensemble": run.ensemble,
+        "timestep_fs": run.timestep,
+        "steps": run.steps,
+        **_speed(run.steps if failed_at is None else max(failed_at, 1), n_atoms, seconds),
     }
 
 
@@ -434,15 +434,11 @@ def run_lammps_md(
     summary = {
         "forcefield": forcefield,
         "system": str(data_file),
-        "atoms": n_atoms,
-        "ensemble": ensemble,
-        "timestep_fs": timestep,
-        "steps": steps,
+        **_run_record(n_atoms, run, failed_at, seconds),
         "threads": threads,
-        **_speed(steps if failed_at is None else max(failed_at, 1), n_atoms, seconds),
         **thermo_statistics(out / "thermo.txt", n_atoms, failed_at),
         "failed_at_step": failed_at,
         "failure": failure,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
