@@ -14,7 +14,18 @@ def add_md(sub) -> None:
         description="LAMMPS integrates (nve or nvt); the model supplies forces and energy every step through "
         "fix external. Writes trajectory.lammpstrj, log.lammps, thermo.txt and summary.json into --out.",
     )
-    p.add_argument("--model", type=Path, required=True, help="checkpoint (.pt)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model", type=Path, nargs="+", help="checkpoint (.pt); several: a committee, as with --committee"
+    )
+    which.add_argument(
+        "--committee",
+        dest="model",
+        type=Path,
+        nargs="+",
+        help="two or more checkpoints trained alike (e.g. other seeds): their mean force drives MD and "
+        "deviation.txt logs, per step, the largest force deviation among the atoms (where they disagree)",
+    )
     p.add_argument(
         "--system",
         type=Path,
@@ -54,7 +65,7 @@ def run_md_command(args) -> int:
     from gnnmd.lammps.md import run_md
 
     summary = run_md(
-        args.model,
+        args.model if len(args.model) > 1 else args.model[0],
         args.system,
         args.steps,
         args.out,
@@ -84,7 +95,14 @@ def run_md_command(args) -> int:
         f"mean T {summary['mean_temperature']:.1f} K, energy drift "
         + ("n/a (direct-force model)" if drift is None else f"{drift:.3g} kcal/mol/atom/ps")
         + (f", Coulomb: {summary['electrostatics']}" if summary["electrostatics"] else "")
+        + (
+            f", committee force deviation max {summary['committee']['max_force_deviation']:.3g} kcal/mol/A"
+            if summary["committee"]
+            else ""
+        )
     )
+    for warning in summary["warnings"]:
+        print(f"gnnmd md: WARNING: {warning}", file=sys.stderr)
     return 0
 
 

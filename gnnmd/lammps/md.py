@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
 from gnnmd.files import FolderLock, atomic_write_text
+from gnnmd.inference.committee import CommitteeForces
 from gnnmd.inference.forces import ModelForces
 from gnnmd.lammps.engine import (
     check_lammps_path,
@@ -36,6 +36,7 @@ from gnnmd.lammps.engine import (
     start_lammps,
 )
 from gnnmd.lammps.generate import DEFAULTS
+from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
@@ -174,11 +175,12 @@ class _ModelCallback:
     to fix halt, which stops LAMMPS at the end of that step (of step 1 for a failure in the setup);
     until then the forces are zero and the model is skipped."""
 
-    def __init__(self, lmp, forces_of: ModelForces, n_atoms: int, bar: tqdm):
+    def __init__(self, lmp, forces_of: ModelForces | CommitteeForces, n_atoms: int, bar: tqdm):
         self.lmp, self.forces_of, self.n_atoms, self.bar = lmp, forces_of, n_atoms, bar
         self.failed_at: int | None = None
         self.error: BaseException | None = None
         self.has_energy = False
+        self.deviations: list[tuple[int, float, float]] = []  # a committee's (step, max, mean) force deviation
 
     def __call__(self, _caller, step, nlocal, tags, x, f):
         if self.error is not None:  # LAMMPS runs on to the end of `run`: the run is already lost
@@ -192,6 +194,9 @@ class _ModelCallback:
             if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
                 raise FloatingPointError("the model's forces or energy are not finite")
             f[:nlocal] = forces[order]
+            deviation = getattr(self.forces_of, "last_deviation", None)
+            if deviation is not None:
+                self.deviations.append((int(step), float(deviation.max()), float(deviation.mean())))
             if energy is not None:
                 self.has_energy = True
                 self.lmp.fix_external_set_energy_global("model", energy)
@@ -247,57 +252,6 @@ def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> tuple[float, tuple[i
     return seconds, failure
 
 
-def _cut_at_step(path: Path, failed_at: int, dump: bool) -> None:
-    """Cut a dump (dump=True) or thermo table at its first frame or row of step `failed_at` or later."""
-    if not path.is_file():
-        return
-    with open(path, "r+b") as file:
-        offset, previous = 0, b""  # where `line` starts; the line before it
-        for line in iter(file.readline, b""):
-            if dump:  # a frame: "ITEM: TIMESTEP", its step, the rest
-                step_line, start = previous.strip() == b"ITEM: TIMESTEP", offset - len(previous)
-            else:  # a row: its step first; comments start with '#'
-                step_line, start = bool(line.strip()) and not line.startswith(b"#"), offset
-            if step_line and int(line.split()[0]) >= failed_at:
-                file.truncate(start)
-                return
-            offset, previous = offset + len(line), line
-
-
-def _end_outputs_before(out: Path, failed_at: int | None) -> None:
-    """After a failure at step `failed_at`, the dump and thermo.txt end before it: what LAMMPS wrote
-    from there on (on zero forces) is not the run's."""
-    if failed_at is not None:
-        _cut_at_step(out / "trajectory.lammpstrj", failed_at, dump=True)
-        _cut_at_step(out / "thermo.txt", failed_at, dump=False)
-
-
-def thermo_statistics(thermo_file, n_atoms: int, failed_at: int | None = None, energy: bool = True) -> dict:
-    """The statistics of a run's thermo.txt (as run_md and run_lammps_md write it): the total energy's
-    drift per atom per ps (a straight-line fit) and its largest change per atom from the start, the mean
-    temperature, and whether the run blew up (a failure at step `failed_at`: the rows from there on are
-    left out; or non-finite numbers). No drift for a blown-up run or under three rows, and no energy
-    numbers if the forces came with no `energy`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # no rows: a failure at step 0
-        thermo = np.loadtxt(thermo_file, comments="#", ndmin=2)
-    if thermo.size == 0:
-        thermo = np.empty((0, 6))
-    if failed_at is not None:  # what LAMMPS logged after the failure ran on zero forces
-        thermo = thermo[thermo[:, 0] < failed_at]
-    _, temp, _, time_fs, _, etotal = thermo.T
-    blown_up = failed_at is not None or not np.all(np.isfinite(thermo))
-    drift = float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0]) if len(thermo) > 2 and not blown_up else None
-    return {
-        "energy_drift_per_atom_per_ps": drift if energy else None,
-        "max_abs_energy_change_per_atom": (
-            float(np.abs(etotal - etotal[0]).max() / n_atoms) if energy and len(etotal) else None
-        ),
-        "mean_temperature": float(temp.mean()) if len(temp) else None,
-        "blown_up": blown_up,
-    }
-
-
 def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, coulomb: str, run, out: Path):
     """What a model run needs before LAMMPS starts, where all that can be wrong with the inputs is found:
     the topology, the model's force function for the callback (with LAMMPS' Coulomb the learned part
@@ -306,7 +260,12 @@ def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, co
         raise ValueError(f"coulomb must be one of {', '.join(COULOMB)}, got {coulomb!r}")
     topology = read_topology(data_file)
     with_torch_pme = coulomb == "torch-pme"
-    forces_of = ModelForces(checkpoint, topology, str(data_file), allow_unknown_types, electrostatics=with_torch_pme)
+    checkpoints = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    force_function = CommitteeForces if len(checkpoints) > 1 else ModelForces
+    forces_of = force_function(
+        checkpoints if len(checkpoints) > 1 else checkpoints[0], topology, str(data_file), allow_unknown_types,
+        electrostatics=with_torch_pme,
+    )  # fmt: skip
     electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
     _check_one_rank()
     commands = _model_system_commands(data_file, topology, electrostatics)
@@ -364,21 +323,56 @@ def run_md(
         lmp.set_fix_external_callback("model", callback, None)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failed_at, failure = callback.first_failure(lammps_failure)
-        _end_outputs_before(out, failed_at)
-        summary = {
-            "checkpoint": str(checkpoint),
-            "system": str(data_file),
-            "model_family": forces_of.info["family"],
-            "electrostatics": electrostatics and electrostatics["method"],
-            "electrostatics_settings": electrostatics,
-            **_run_record(n_atoms, run, failed_at, seconds),
-            "model_energy": callback.has_energy,
-            **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, energy=callback.has_energy),
-            "failed_at_step": failed_at,
-            "failure": failure,
-        }
+        end_outputs_before(out, failed_at)
+        summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
+                                 (failed_at, failure))  # fmt: skip
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        _log_warnings(out / "log.lammps", summary["warnings"])
     return summary
+
+
+def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds, failure) -> dict:
+    """run_md's summary.json (see run_md), with its committee's deviation written to deviation.txt."""
+    failed_at, failure = failure
+    n_atoms = callback.n_atoms
+    statistics = thermo_statistics(out / "thermo.txt", n_atoms, failed_at, callback.has_energy, run.ensemble,
+                                   run.temperature)  # fmt: skip
+    summary = {
+        "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else str(checkpoint),
+        "system": str(data_file),
+        "model_family": forces_of.info["family"],
+        "electrostatics": electrostatics and electrostatics["method"],
+        "electrostatics_settings": electrostatics,
+        **_run_record(n_atoms, run, failed_at, seconds),
+        "model_energy": callback.has_energy,
+        **statistics,
+        "failed_at_step": failed_at,
+        "failure": failure,
+        "committee": _committee_record(callback.deviations, failed_at, out) if callback.deviations else None,
+        "warnings": [statistics["runaway"]["message"]] if statistics["runaway"] else [],
+    }
+    return summary
+
+
+def _committee_record(deviations: list, failed_at: int | None, out: Path) -> dict:
+    """A committee run's force deviation: per step into deviation.txt (step, max and mean over atoms,
+    kcal/mol/A), and its summary."""
+    table = np.array([row for row in deviations if failed_at is None or row[0] < failed_at]).reshape(-1, 3)
+    lines = ["# step max_force_deviation mean_force_deviation (kcal/mol/A)"]
+    lines += [f"{int(step)} {high:.6g} {mean:.6g}" for step, high, mean in table]
+    atomic_write_text(out / "deviation.txt", "\n".join(lines) + "\n")
+    return {
+        "deviation_file": "deviation.txt",
+        "max_force_deviation": float(table[:, 1].max()) if len(table) else None,
+        "mean_max_force_deviation": float(table[:, 1].mean()) if len(table) else None,
+    }
+
+
+def _log_warnings(log: Path, messages: list[str]) -> None:
+    """The run's warnings at the end of its log.lammps (LAMMPS has closed it)."""
+    if messages and log.is_file():
+        with open(log, "a") as file:
+            file.writelines(f"WARNING (gnnmd): {message}\n" for message in messages)
 
 
 def _run_record(n_atoms: int, run: _Dynamics, failed_at: int | None, seconds: float) -> dict:
@@ -430,13 +424,13 @@ def run_lammps_md(
     n_atoms = int(lmp.get_natoms())
     seconds, failure = _timed_run(lmp, steps)
     failed_at, failure = failure or (None, None)
-    _end_outputs_before(out, failed_at)
+    end_outputs_before(out, failed_at)
     summary = {
         "forcefield": forcefield,
         "system": str(data_file),
         **_run_record(n_atoms, run, failed_at, seconds),
         "threads": threads,
-        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at),
+        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, True, ensemble, temperature),
         "failed_at_step": failed_at,
         "failure": failure,
     }
