@@ -133,3 +133,21 @@ def test_md_warns_about_a_run_that_heats_up(argon_run, tmp_path, capsys):
     assert summary["warnings"] == [summary["runaway"]["message"]]
     assert "WARNING (gnnmd): the temperature ran away" in (out / "log.lammps").read_text()
     assert "gnnmd md: WARNING: the temperature ran away" in capsys.readouterr().err
+
+
+def test_evaluate_a_committee(argon_run, argon_pair, tmp_path, capsys):
+    """`gnnmd evaluate` with several models: the mean force's errors, each member's, and how the deviation
+    ranks the errors, per atom and per frame."""
+    frames, a, b = argon_pair
+    out = tmp_path / "committee.json"
+    args = ["evaluate", "--model", str(a), str(b), "--data", str(argon_run), "--out", str(out), "--no-progress"]
+    assert main([*args, "--deviation-threshold", "0.01"]) == 0
+    result = json.loads(out.read_text())
+    committee = result["committee"]
+    assert committee["members"] == [str(a), str(b)] and len(committee["member_force_mae"]) == 2
+    assert committee["per_atom"]["count_above"] + committee["per_atom"]["count_below"] == len(frames) * 64
+    assert committee["per_frame"]["count_above"] + committee["per_frame"]["count_below"] == len(frames)
+    assert -1 <= committee["per_atom"]["rank_correlation"] <= 1 and committee["per_atom"]["threshold"] == 0.01
+    # the mean of two members cannot be worse than the worse member
+    assert result["force_mae"] <= max(committee["member_force_mae"]) + 1e-9
+    assert "rank correlation" in capsys.readouterr().out

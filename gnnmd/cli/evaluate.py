@@ -14,7 +14,19 @@ def add_evaluate(sub) -> None:
         description="Force MAE/RMSE overall, per component and per type, relative to the mean |F|, and throughput; "
         "prints a table, writes JSON and a parity plot PNG.",
     )
-    p.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt or checkpoints/epoch_*.pt)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="checkpoint (best.pt or checkpoints/epoch_*.pt); several: a committee (their mean force is "
+        "evaluated, and how well their force deviation predicts its error)",
+    )
+    p.add_argument(
+        "--deviation-threshold",
+        type=float,
+        help="committee: kcal/mol/A splitting atoms (frames) into above and below (default: the 90th percentile)",
+    )
     p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
     p.add_argument(
         "--split",
@@ -36,16 +48,29 @@ def run_evaluate(args) -> int:
     from gnnmd.inference.evaluate import evaluate_checkpoint, format_table, save_evaluation
 
     set_threads(args.threads)
-    result, info = evaluate_checkpoint(
-        args.model, args.data, args.split, args.batch_size, not args.no_progress, args.device
-    )
-    out = args.out or args.model.parent / f"eval-{Path(args.data).resolve().name}-{args.split}.json"
+    first = args.model[0]
+    if len(args.model) > 1:
+        from gnnmd.inference.committee import evaluate_committee
+
+        result, info = evaluate_committee(args.model, args.data, args.split, args.batch_size, not args.no_progress,
+                                          args.device, args.deviation_threshold)  # fmt: skip
+    else:
+        result, info = evaluate_checkpoint(
+            first, args.data, args.split, args.batch_size, not args.no_progress, args.device
+        )
+    name = "committee" if len(args.model) > 1 else "eval"
+    out = args.out or first.parent / f"{name}-{Path(args.data).resolve().name}-{args.split}.json"
     plot = args.plot or out.with_suffix(".png")
-    title = f"{info['family']} ({args.model.name}) on {Path(args.data).name} [{args.split}]"
+    members = f"committee of {len(args.model)}, " if len(args.model) > 1 else ""
+    title = f"{info['family']} ({members}{first.name}) on {Path(args.data).name} [{args.split}]"
     plot.parent.mkdir(parents=True, exist_ok=True)
     parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
     result["plot"] = str(plot)
     save_evaluation(result, out)
     print(format_table(result, title))
+    if "committee" in result:
+        from gnnmd.inference.committee import format_committee
+
+        print(format_committee(result["committee"]))
     print(f"wrote {out} and {plot}")
     return 0

@@ -95,8 +95,9 @@ def deviation_quality(deviation: np.ndarray, error: np.ndarray, threshold: float
     if threshold is None:
         threshold = float(np.percentile(deviation, 90))
     above = deviation > threshold
+    correlation = rank_correlation(deviation, error)
     return {
-        "rank_correlation": rank_correlation(deviation, error),
+        "rank_correlation": correlation if np.isfinite(correlation) else None,
         "threshold": float(threshold),
         "count_above": int(above.sum()),
         "count_below": int((~above).sum()),
@@ -105,3 +106,51 @@ def deviation_quality(deviation: np.ndarray, error: np.ndarray, threshold: float
         "mean_deviation": float(deviation.mean()),
         "mean_error": float(error.mean()),
     }
+
+
+def evaluate_committee(model_paths, data_path, split: str = "all", batch_size: int = 1, progress: bool = True,
+                       device: str = "cpu", threshold: float | None = None):  # fmt: skip
+    """`evaluate_checkpoint` of a committee: the errors of the members' mean force (the force MD uses), each
+    member's force MAE, and how well the force deviation predicts the true error (deviation_quality), per
+    atom and per frame (a frame's largest deviation against its largest error)."""
+    import torch
+
+    from gnnmd.inference.evaluate import evaluate_checkpoint
+    from gnnmd.inference.metrics import ForceMetrics
+
+    runs = [evaluate_checkpoint(path, data_path, split, batch_size, progress, device) for path in model_paths]
+    result, info = runs[0]
+    preds = np.stack([run.pop("pred") for run, _ in runs])  # (K, M, 3), the same frames in the same order
+    mean = preds.mean(axis=0)
+    metrics = ForceMetrics(result["type_labels"])
+    metrics.update(torch.from_numpy(mean), torch.from_numpy(result["ref"]), torch.from_numpy(result["atom_type"]))
+    summary = metrics.summary()
+    summary.pop("loss", None)
+    result.update(summary)
+    result.update(relative_force_mae=result["force_mae"] / result["mean_abs_force"], pred=mean,
+                  model=[str(p) for p in model_paths])  # fmt: skip
+    deviation = force_deviation(preds)
+    error = np.linalg.norm(mean - result["ref"], axis=1)
+    per_frame = (-1, result["atoms_per_frame"])
+    result["committee"] = {
+        "members": [str(p) for p in model_paths],
+        "member_force_mae": [run["force_mae"] for run, _ in runs],
+        "per_atom": deviation_quality(deviation, error, threshold),
+        "per_frame": deviation_quality(deviation.reshape(per_frame).max(1), error.reshape(per_frame).max(1), threshold),
+    }
+    return result, info
+
+
+def format_committee(committee: dict) -> str:
+    """The committee part of `gnnmd evaluate`'s table."""
+    lines = ["members' force MAE: " + ", ".join(f"{mae:.3f}" for mae in committee["member_force_mae"])]
+    for level in ("per_atom", "per_frame"):
+        q = committee[level]
+        above = "n/a" if q["mean_error_above"] is None else f"{q['mean_error_above']:.3f}"
+        below = "n/a" if q["mean_error_below"] is None else f"{q['mean_error_below']:.3f}"
+        correlation = "n/a" if q["rank_correlation"] is None else f"{q['rank_correlation']:.3f}"
+        lines.append(
+            f"deviation vs error {level.replace('_', ' ')}: rank correlation {correlation}; "
+            f"mean |error| {above} above the deviation {q['threshold']:.3g} ({q['count_above']}), {below} below"
+        )
+    return "\n".join(lines)
