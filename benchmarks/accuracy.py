@@ -18,8 +18,8 @@ from pathlib import Path
 
 from common import RESULTS, write_results
 
-from gnnmd.study.reproduction import command_options
 from gnnmd.study.scales import SCALES
+from gnnmd.study.steps import command_options
 
 # the default scale of `gnnmd reproduce` defines the runs (one place for both), as `gnnmd train` options
 SCALE = SCALES["default"]

@@ -8,7 +8,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gnnmd.cli import data, evaluate, md, study, train
+    from gnnmd.cli import data, evaluate, learn, md, study, train
 
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_walls(sub)
     md.add_md(sub)
     md.add_rdf(sub)
+    learn.add_learn(sub)
     study.add_figures(sub)
     study.add_quickstart(sub)
     study.add_reproduce(sub)

@@ -7,7 +7,7 @@ import numpy as np
 from torch_geometric.data import Dataset
 from torch_geometric.loader import DataLoader
 
-from gnnmd.data.frames import Frames
+from gnnmd.data.frames import ADDED_SEGMENTS, Frames
 from gnnmd.data.graphs import GraphBuilder
 
 
@@ -40,10 +40,12 @@ def split_indices(frames: Frames, val_fraction: float = 0.1, seed: int = 0) -> t
     """Deterministic train/validation frame indices.
 
     Frames of one segment are time-correlated, so with enough segments whole segments go to
-    validation; otherwise each segment's last `val_fraction` of frames does."""
+    validation; otherwise each segment's last `val_fraction` of frames does. Frames added to the dataset
+    later (segment ids from ADDED_SEGMENTS on: active learning) are always training frames, so the
+    validation frames stay those of the original segments."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    segments = np.unique(frames.segments)
+    segments = np.unique(frames.segments[frames.segments < ADDED_SEGMENTS])
     rng = np.random.default_rng(seed)
     n_val_segments = int(round(len(segments) * val_fraction))
     if n_val_segments >= 1:

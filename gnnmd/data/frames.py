@@ -27,6 +27,11 @@ class DataWarning(UserWarning):
     """Data that can be used but is not quite right (a truncated last frame, a cache that cannot be checked)."""
 
 
+# segment ids from here on mark frames added to a dataset after it was made (active learning): they are
+# always training frames, so that a dataset's validation split stays the one of its original segments
+ADDED_SEGMENTS = 1_000_000
+
+
 @dataclass
 class Frames:
     """A trajectory of one system: float32 positions/forces (F, N, 3), cells (F, 3, 3) with the lattice

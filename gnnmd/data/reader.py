@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnmd.data.frames import DataWarning, Frames
+from gnnmd.data.frames import ADDED_SEGMENTS, DataWarning, Frames
 from gnnmd.data.topology import Topology
 
 # element guessed from the mass, for readable type tables; anything else is called "type<N>"
@@ -272,6 +272,7 @@ def concatenate(parts: list[Frames]) -> Frames:
 
 
 SEGMENT_FILES = ("data_file", "dump_file", "energy_file")  # what each segment of a manifest names
+ADDED_ORIGIN = "active-learning"  # a segment's "origin" when its frames were added later (always training frames)
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -314,7 +315,7 @@ def read_run(directory: str | Path, progress: bool = True) -> Frames:
                 data_file,
                 directory / segment["dump_file"],
                 directory / segment["energy_file"],
-                segment=k,
+                segment=k if segment.get("origin") != ADDED_ORIGIN else ADDED_SEGMENTS + k,
                 topology=topology,
                 progress=progress,
             )

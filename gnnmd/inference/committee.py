@@ -137,6 +137,7 @@ def evaluate_committee(model_paths, data_path, split: str = "all", batch_size: i
         "member_force_mae": [run["force_mae"] for run, _ in runs],
         "per_atom": deviation_quality(deviation, error, threshold),
         "per_frame": deviation_quality(deviation.reshape(per_frame).max(1), error.reshape(per_frame).max(1), threshold),
+        "frame_max_deviation": deviation.reshape(per_frame).max(1).tolist(),
     }
     return result, info
 

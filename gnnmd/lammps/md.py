@@ -381,6 +381,7 @@ def _run_record(n_atoms: int, run: _Dynamics, failed_at: int | None, seconds: fl
     return {
         "atoms": n_atoms,
         "ensemble": run.ensemble,
+        "temperature": run.temperature,
         "timestep_fs": run.timestep,
         "steps": run.steps,
         **_speed(run.steps if failed_at is None else max(failed_at, 1), n_atoms, seconds),

@@ -11,48 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-
-from tqdm import tqdm
 
 from gnnmd.files import atomic_write_text
 from gnnmd.lammps.generate import protocol_from_options
 from gnnmd.study.scales import FROZEN_PART, SCALES, STUDY
-
-# the gnnmd option of a field where it is not --field-name
-OPTION_NAMES = {"warmup_epochs": "--warmup", "init_from": "--from"}
-
-
-def command_options(options: dict) -> list[str]:
-    """`gnnmd` command-line options from option values (TrainConfig fields, `gnnmd generate` options):
-    the one direction the study goes, objects to a command line, never back."""
-    argv: list[str] = []
-    for name, value in options.items():
-        flag = OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
-        if name == "hyper":
-            for key, item in value.items():
-                argv += ["--hyper", f"{key}={json.dumps(item)}"]
-        elif isinstance(value, bool):
-            argv += [flag] if value else []
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, ",".join(str(v) for v in value)] if name == "freeze" else [flag, *map(str, value)]
-        elif value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-@dataclass
-class Step:
-    """One gnnmd command; done when `output` exists."""
-
-    name: str
-    argv: list[str]
-    output: Path
+from gnnmd.study.steps import Step, command_options, run_steps
 
 
 class Reproduction:
@@ -173,28 +139,7 @@ class Reproduction:
 
     # ------------------------------------------------------------------------------------------ running
     def run_steps(self, label: str, steps: list[Step], jobs: int) -> None:
-        todo = [step for step in steps if not step.output.exists()]
-        self.logs.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(steps), initial=len(steps) - len(todo), desc=label, unit="step", disable=not self.progress)
-        failed = []
-
-        def run(step: Step) -> None:
-            log = self.logs / f"{step.name}.log"
-            env = dict(os.environ, OMP_NUM_THREADS="1" if jobs > 1 else os.environ.get("OMP_NUM_THREADS", ""))
-            with open(log, "a") as handle:
-                handle.write(f"\n$ gnnmd {' '.join(step.argv)}\n")
-                handle.flush()
-                code = subprocess.call([sys.executable, "-m", "gnnmd.cli", *step.argv], stdout=handle,
-                                       stderr=subprocess.STDOUT, env={k: v for k, v in env.items() if v != ""})  # fmt: skip
-            if code != 0 or not step.output.exists():
-                failed.append(f"{step.name} (exit {code}; log {log})")
-            bar.update()
-
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            list(pool.map(run, todo))
-        bar.close()
-        if failed:
-            raise RuntimeError(f"{len(failed)} step(s) failed: " + "; ".join(failed))
+        run_steps(label, steps, jobs, self.logs, self.progress)
 
     def run(self) -> dict:
         started = time.time()
