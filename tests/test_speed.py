@@ -199,3 +199,35 @@ def test_supercell_and_coulomb_through_the_fast_path(water, tmp_path):
     f_small, e_small = small(positions, cell)
     assert np.abs(f_big.reshape(8, -1, 3) - f_small[None]).max() < 1e-4 * np.abs(f_small).max()
     assert abs(e_big - 8 * e_small) < 1e-5 * abs(e_big)
+
+
+def test_repulsion_prior_is_in_both_paths_and_is_the_mixed_lj_wall(water):
+    """The repulsion prior (hyper `repulsion`): the same energy in the network and its tabulated form, and
+    exactly strength * 4 eps_ij (sigma_ij/r)^12 * envelope summed over pairs of different molecules."""
+    from gnnmd.models.nequip import polynomial_envelope
+
+    torch.manual_seed(0)
+    plain = NequIP(channels=8, l_max=1, layers=2, cutoff=CUTOFF, n_basis=6, radial_hidden=16).double()
+    torch.manual_seed(0)
+    prior = NequIP(channels=8, l_max=1, layers=2, cutoff=CUTOFF, n_basis=6, radial_hidden=16, repulsion=2.0).double()
+    for model in (plain, prior):
+        model.fit_scale_shift(water)
+        model.eval()
+    positions, cell = water.positions[1].astype(np.float64), water.cells[1].astype(np.float64)
+    e_plain, f_plain = network(plain, water.topology, positions, cell)
+    e_prior, f_prior = network(prior, water.topology, positions, cell)
+    # the prior by hand: each pair of atoms of different molecules within the cutoff once
+    graph = build_graph(water.topology, positions, cell, CUTOFF)
+    sender, receiver = graph.edge_index
+    r = torch.as_tensor(graph.edge_attr[:, 3], dtype=torch.float64)
+    x = torch.as_tensor(water.topology.node_features, dtype=torch.float64)
+    other = torch.as_tensor(water.topology.molecules)[sender] != torch.as_tensor(water.topology.molecules)[receiver]
+    eps = torch.sqrt(x[sender, 1] * x[receiver, 1])
+    sigma = 0.5 * (x[sender, 2] + x[receiver, 2])
+    by_hand = 0.5 * (2.0 * 4 * eps * (sigma / r) ** 12 * polynomial_envelope(r, CUTOFF, 6))[other].sum()
+    assert float(by_hand) > 1.0  # O-O pairs inside the cutoff: the check is not empty
+    assert e_prior - e_plain == pytest.approx(float(by_hand), rel=1e-7)  # the graph holds float32 distances
+    e_tab, f_tab = tabulated(TabulatedNequIP(prior, intervals=4096), water.topology, positions, cell, skin=1.0)
+    assert abs(e_tab - e_prior) < 1e-7 * abs(e_prior)
+    assert np.abs(f_tab - f_prior).max() < 1e-6 * np.abs(f_prior).max()
+    assert np.abs(f_prior - f_plain).max() > 1e-3

@@ -48,9 +48,16 @@ class CommitteeForces:
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.coulomb = None
         self.last_deviation: np.ndarray | None = None
+        self.wall_contacts: int | None = None  # calls in which a wall of any member acted
+
+    def _count_walls(self) -> None:
+        counted = [m.wall_contacts is not None for m in self.members]
+        if any(counted):
+            self.wall_contacts = (self.wall_contacts or 0) + int(any(m.wall_active for m in self.members))
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
         results = [member(positions, cell) for member in self.members]
+        self._count_walls()
         forces = np.stack([f for f, _ in results])
         self.last_deviation = force_deviation(forces)
         mean = forces.mean(axis=0)

@@ -61,6 +61,8 @@ class ModelForces:
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.with_coulomb = None  # PME set up on the first cell seen (or by `prepare`)
         self.engine = None
+        self.wall_active = False  # whether a wall acted in the last call (a pair outside the training distances)
+        self.wall_contacts: int | None = None  # calls in which one did (None: not counted, no walls or untabulated)
         if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
             self.engine = TabulatedNequIP(self.model)
             self.verlet = VerletList(self.builder, skin)
@@ -98,7 +100,10 @@ class ModelForces:
             if self._walls is not None:
                 near, core, stretch = self._walls
                 r = torch.linalg.vector_norm(verlet.vectors(pos, near), dim=1)
-                energy = energy + engine.wall_energy(r, core, stretch)
+                wall = engine.wall_energy(r, core, stretch)
+                self.wall_active = bool(wall.detach() > 0)
+                self.wall_contacts = (self.wall_contacts or 0) + int(self.wall_active)
+                energy = energy + wall
             (grad,) = torch.autograd.grad(energy, pos)
         forces, energy = -grad.double().numpy(), float(energy.detach())
         if isinstance(self.with_coulomb, WithCoulomb):

@@ -13,10 +13,10 @@ import torch
 from e3nn import o3
 from torch.autograd.function import once_differentiable
 
-from gnnmd.data.graphs import N_BOND_CLASSES
+from gnnmd.data.graphs import N_BOND_CLASSES, NONBONDED
 from gnnmd.models import priors
 from gnnmd.models.layers import RadialTable
-from gnnmd.models.nequip import Interaction, NequIP, polynomial_envelope
+from gnnmd.models.nequip import Interaction, NequIP, polynomial_envelope, repulsion_energy
 
 # --------------------------------------------------------------------------------------------------
 # Inference: the same energy with each radial MLP tabulated (NequIP.tabulated), on a half neighbour list.
@@ -206,7 +206,7 @@ class Pairs:
     `chunk` pairs, so that per-edge intermediates live for one chunk only."""
 
     def __init__(self, i, j, pair_class, shift_vectors, rows_per_class: int, chunk: int):
-        self.i, self.j, self.shift_vectors = i, j, shift_vectors
+        self.i, self.j, self.shift_vectors, self.pair_class = i, j, shift_vectors, pair_class
         self.first_row = pair_class * rows_per_class
         self.chunk = int(chunk)
 
@@ -433,6 +433,7 @@ class TabulatedNequIP:
             "shift": shift.sum(),
             "row": row,
             "known": known,
+            "features": x,
         }
 
     def pairs(self, i, j, pair_class, shift_vectors) -> Pairs:
@@ -447,7 +448,13 @@ class TabulatedNequIP:
             x, self_term = (atoms["x"], atoms["self"]) if k == 0 else (node.inputs(h), node.self_term(h))
             h = node(h, _Convolution.apply(x, Y, r, layer, self.harmonics, pairs, W, S), self_term)
         e = self.model.readout[1:](torch.addmm(self.b_readout, h, self.R)).squeeze(-1)
-        return (e * atoms["scale"]).sum() + atoms["shift"]
+        energy = (e * atoms["scale"]).sum() + atoms["shift"]
+        if self.model.repulsion > 0:  # each pair once
+            nonbonded = (pairs.pair_class == NONBONDED).to(r.dtype)
+            features = atoms["features"]
+            energy = energy + repulsion_energy(self.model.repulsion, features[pairs.i], features[pairs.j], r, nonbonded,
+                                               self.cutoff, self.model.envelope_p).sum()  # fmt: skip
+        return energy
 
     def wall_radii(self, atoms: dict, i, j, pair_class) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(core, stretch) wall radii (P, 2) of each pair seen from i and from j (0: none), or None when the

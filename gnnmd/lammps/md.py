@@ -345,6 +345,8 @@ def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, c
         "electrostatics_settings": electrostatics,
         **_run_record(n_atoms, run, failed_at, seconds),
         "model_energy": callback.has_energy,
+        # steps in which the model's walls acted (a pair outside the training frames' distances); None: no walls
+        "wall_contacts": getattr(forces_of, "wall_contacts", None),
         **statistics,
         "failed_at_step": failed_at,
         "failure": failure,

@@ -39,7 +39,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
-from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES
+from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES, NONBONDED
 from gnnmd.data.topology import N_NODE_FEATURES, TYPE_MATCH_TOLERANCE
 from gnnmd.models import priors
 from gnnmd.models.base import ForceModel
@@ -66,6 +66,16 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Ten
     x = r / cutoff
     u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
     return torch.where(x < 1.0, u, torch.zeros_like(u))
+
+
+def repulsion_energy(strength: float, x_i, x_j, r, nonbonded, cutoff: float, p: int = 6) -> torch.Tensor:
+    """Per-pair energy of the repulsion prior: strength * 4 eps_ij (sigma_ij / r)^12 for pairs of different
+    molecules (`nonbonded`, 0/1), with Lorentz-Berthelot eps_ij, sigma_ij from the atoms' node features
+    (q, eps, sigma), times the cutoff envelope (smooth to zero at the cutoff). The model learns the rest."""
+    epsilon = torch.sqrt(torch.clamp(x_i[:, 1], min=0) * torch.clamp(x_j[:, 1], min=0))
+    sigma = 0.5 * (x_i[:, 2] + x_j[:, 2])
+    scale = 4.0 * strength * epsilon * nonbonded
+    return scale * (sigma / r) ** 12 * polynomial_envelope(r, cutoff, p)
 
 
 class Interaction(nn.Module):
@@ -126,7 +136,9 @@ class NequIP(ForceModel):
     blocks), cutoff (A; the graphs must be built with at least this cutoff), n_basis (Bessel functions),
     radial_hidden (radial MLP width), envelope_p (cutoff polynomial order), core_strength (kcal/mol/A^3
     of the walls outside the training data's distances; 0 turns them off), core_margin (the walls start
-    at this fraction of each shortest distance and at each longest one divided by it)."""
+    at this fraction of each shortest distance and at each longest one divided by it), repulsion (strength of
+    a physical prior inside the energy, 4 eps_ij (sigma_ij / r)^12 between molecules, as NequIP adds ZBL: a
+    repulsion that holds where no training frame reaches; 0 turns it off)."""
 
     family = "nequip"
     equivariant = True
@@ -149,6 +161,7 @@ class NequIP(ForceModel):
         envelope_p: int = 6,
         core_strength: float = 1000.0,
         core_margin: float = 0.9,
+        repulsion: float = 0.0,
     ):
         if l_max not in (1, 2):
             raise ValueError(f"l_max must be 1 or 2, got {l_max}")
@@ -164,6 +177,7 @@ class NequIP(ForceModel):
             envelope_p=envelope_p,
             core_strength=float(core_strength),
             core_margin=float(core_margin),
+            repulsion=float(repulsion),
         )
         self.envelope_p = int(envelope_p)
         self.embedding = nn.Sequential(nn.Linear(N_NODE_FEATURES, channels), nn.SiLU(), nn.Linear(channels, channels))
@@ -195,6 +209,11 @@ class NequIP(ForceModel):
     @property
     def core_strength(self) -> float:
         return float(self.hyper["core_strength"])
+
+    @property
+    def repulsion(self) -> float:
+        """Strength of the repulsion prior (repulsion_energy); 0: none."""
+        return float(self.hyper.get("repulsion", 0.0))
 
     @property
     def core_margin(self) -> float:
@@ -247,6 +266,10 @@ class NequIP(ForceModel):
         energies = scale * e + shift
         if self.core_strength > 0 and int(self.n_types) > 0:
             energies = energies + self.core_energies(x, edge_onehot, r, sender, receiver)
+        if self.repulsion > 0:  # half of each pair's on either end of a full neighbour list
+            pair = repulsion_energy(self.repulsion, x[receiver], x[sender], r, edge_onehot[:, NONBONDED],
+                                    self.cutoff, self.envelope_p)  # fmt: skip
+            energies = energies.index_add(0, receiver, 0.5 * pair)
         return energies
 
     def forward(self, batch) -> dict:
