@@ -95,6 +95,7 @@ def run_md_command(args) -> int:
         f"mean T {summary['mean_temperature']:.1f} K, energy drift "
         + ("n/a (direct-force model)" if drift is None else f"{drift:.3g} kcal/mol/atom/ps")
         + (f", Coulomb: {summary['electrostatics']}" if summary["electrostatics"] else "")
+        + (f", walls acted in {summary['wall_contacts']} steps" if summary.get("wall_contacts") else "")
         + (
             f", committee force deviation max {summary['committee']['max_force_deviation']:.3g} kcal/mol/A"
             if summary["committee"]
