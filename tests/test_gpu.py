@@ -43,3 +43,22 @@ def test_gpu_training_gives_a_checkpoint_the_cpu_evaluates(water_run, tmp_path):
         assert main([*command, "--out", str(out), "--device", device, "--no-progress"]) == 0
         maes.append(json.loads(out.read_text())["force_mae"])
     assert maes[1] == pytest.approx(maes[0], rel=1e-4)
+
+
+def test_md_forces_on_the_gpu_equal_those_on_the_cpu(water_run, tmp_path):
+    """The force function MD calls (tabulated nequip, Verlet list, walls) on the GPU and on the CPU."""
+    from gnnmd.inference.forces import ModelForces
+    from gnnmd.models.checkpoint import save_checkpoint
+
+    frames = load_frames(water_run)
+    torch.manual_seed(0)
+    model = build_model("nequip", cutoff=4.0, channels=8, layers=2, repulsion=1.0)
+    normalisation = {"model_fit": model.fit_priors(frames)}
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, type_table=frames.topology.type_table(), normalisation=normalisation
+    )
+    positions, cell = frames.positions[0].astype("float64"), frames.cells[0].astype("float64")
+    cpu, e_cpu = ModelForces(path, frames.topology, device="cpu")(positions, cell)
+    gpu, e_gpu = ModelForces(path, frames.topology, device="cuda")(positions, cell)
+    scale = abs(cpu).max()
+    assert abs(gpu - cpu).max() < 1e-4 * scale and abs(e_gpu - e_cpu) < 1e-5 * abs(e_cpu)

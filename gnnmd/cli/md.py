@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from gnnmd.cli.common import add_device
+
 
 def add_md(sub) -> None:
     p = sub.add_parser(
@@ -56,6 +58,7 @@ def add_md(sub) -> None:
         "Coulomb part (coul/long + pppm with the checkpoint's cutoff, accuracy and special_bonds; default) "
         "or torch-pme adds it to the model's forces, as in training and evaluation",
     )
+    add_device(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_md_command)
@@ -78,6 +81,7 @@ def run_md_command(args) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         coulomb=args.coulomb,
+        device=args.device,
     )
     if summary["blown_up"]:
         when = (

@@ -153,12 +153,13 @@ class VerletList:
     After `update`: `i` <= `j` (torch int64, P), `pair_class` (the edge class of i <- j and of j <- i),
     `shift_vectors` (S @ cell, float32 (P, 3): the vector from i to that image of j is
     r_j - r_i + S @ cell), `distances` at the build (float64 numpy), `rebuilds` (how many builds so far).
-    Pairs are sorted by i, for the locality of sums over neighbours."""
+    Pairs are sorted by i, for the locality of sums over neighbours. The list is built on the CPU (MD
+    positions live there, in LAMMPS) and its tensors are kept on `device`."""
 
-    def __init__(self, builder: GraphBuilder, skin: float = 1.0):
+    def __init__(self, builder: GraphBuilder, skin: float = 1.0, device="cpu"):
         if not (math.isfinite(skin) and skin >= 0):
             raise ValueError(f"the neighbour-list skin must be >= 0 A, got {skin!r}")
-        self.builder, self.skin = builder, float(skin)
+        self.builder, self.skin, self.device = builder, float(skin), torch.device(device)
         self.reach = builder.cutoff + self.skin
         self.reference: np.ndarray | None = None
         self.cell: np.ndarray | None = None
@@ -187,9 +188,10 @@ class VerletList:
         order = np.argsort(i, kind="stable")
         i, j, shifts, distances = i[order], j[order], shifts[order], distances[order]
         del flip, order
-        self.i, self.j = torch.from_numpy(i), torch.from_numpy(j)
-        self.pair_class = torch.from_numpy(self.builder.edge_classes(i, j, distances))
-        self.shift_vectors = torch.from_numpy((shifts @ cell).astype(np.float32))
+        to = self.device  # built on the CPU (vesin), used where the model is (copied once per build)
+        self.i, self.j = torch.from_numpy(i).to(to), torch.from_numpy(j).to(to)
+        self.pair_class = torch.from_numpy(self.builder.edge_classes(i, j, distances)).to(to)
+        self.shift_vectors = torch.from_numpy((shifts @ cell).astype(np.float32)).to(to)
         self.distances = distances
         self.reference, self.cell = positions.copy(), cell.copy()
         self.rebuilds += 1

@@ -36,14 +36,15 @@ class CommitteeForces:
     for every member, is computed once (with `electrostatics`)."""
 
     def __init__(self, checkpoints, topology, system: str = "system", allow_unknown_types: bool = False,
-                 electrostatics: bool = True):  # fmt: skip
+                 electrostatics: bool = True, device: str = "cpu"):  # fmt: skip
         if len(checkpoints) < 2:
             raise ValueError(f"a committee needs at least two models, got {len(checkpoints)}")
         self.members = [
-            ModelForces(path, topology, system, allow_unknown_types, electrostatics=False) for path in checkpoints
+            ModelForces(path, topology, system, allow_unknown_types, electrostatics=False, device=device)
+            for path in checkpoints
         ]
         _same_settings(self.members, list(checkpoints))
-        self.info = self.members[0].info
+        self.info, self.device = self.members[0].info, self.members[0].device
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.coulomb = None

@@ -9,6 +9,7 @@ import torch
 
 from gnnmd.data.graphs import GraphBuilder, VerletList
 from gnnmd.data.topology import same_type
+from gnnmd.devices import resolve_device
 from gnnmd.inference.tabulated_nequip import TabulatedNequIP
 from gnnmd.memory import keep_freed_memory
 from gnnmd.models.checkpoint import load_model
@@ -40,7 +41,8 @@ class ModelForces:
     neighbour list with `skin` (A; rebuilt only when an atom moved more than skin/2 or the cell changed,
     the edge vectors taken from the current positions at every call, so the forces are those of a graph
     built afresh), and everything that depends on the atom types alone computed once. `tabulate=False`
-    evaluates the network itself on a graph built at every call, as training and evaluation do."""
+    evaluates the network itself on a graph built at every call, as training and evaluation do. `device`
+    (gnnmd.devices) is where the model computes; positions and forces come and go as CPU numpy arrays."""
 
     def __init__(
         self,
@@ -51,9 +53,12 @@ class ModelForces:
         electrostatics: bool = True,
         tabulate: bool = True,
         skin: float = 1.0,
+        device: str = "cpu",
     ):
         keep_freed_memory()  # every step allocates the same tensors again: reuse the freed blocks
+        self.device = resolve_device(device)
         self.model, self.info = load_model(checkpoint)
+        self.model = self.model.to(self.device)
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)
         self.builder = GraphBuilder(topology, self.model.cutoff)
@@ -65,24 +70,24 @@ class ModelForces:
         self.wall_contacts: int | None = None  # calls in which one did (None: not counted, no walls or untabulated)
         if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
             self.engine = TabulatedNequIP(self.model)
-            self.verlet = VerletList(self.builder, skin)
-            self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))
+            self.verlet = VerletList(self.builder, skin, self.device)
+            self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
             self.dtype = self.model.type_scale.dtype
 
     def prepare(self, cell: np.ndarray) -> None:
         """Set up what depends on the system's cell once (the PME mesh), before the first call."""
-        self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell)
+        self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell).to(self.device)
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.with_coulomb is None:
             self.prepare(cell)
         if self.engine is not None:
             return self._tabulated(np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64))
-        graph = self.builder(positions, cell)
+        graph = self.builder(positions, cell).to(self.device)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:
             out = self.with_coulomb(graph)
-        forces = out["forces"].detach().double().numpy()
+        forces = out["forces"].detach().double().cpu().numpy()
         energy = out.get("energy")
         return forces, None if energy is None else float(energy.detach().sum())
 
@@ -90,7 +95,7 @@ class ModelForces:
         verlet, engine = self.verlet, self.engine
         if verlet.update(positions, cell):
             self._walls = self._wall_pairs()
-        pos = torch.from_numpy(positions).to(self.dtype)
+        pos = torch.from_numpy(positions).to(self.device, self.dtype)
         near = verlet.within(pos, engine.cutoff)  # the list holds the pairs within cutoff + skin
         take = [t.index_select(0, near) for t in (verlet.i, verlet.j, verlet.pair_class, verlet.shift_vectors)]
         pairs = engine.pairs(*take[:3], take[3].to(self.dtype))
@@ -105,12 +110,12 @@ class ModelForces:
                 self.wall_contacts = (self.wall_contacts or 0) + int(self.wall_active)
                 energy = energy + wall
             (grad,) = torch.autograd.grad(energy, pos)
-        forces, energy = -grad.double().numpy(), float(energy.detach())
+        forces, energy = -grad.double().cpu().numpy(), float(energy.detach())
         if isinstance(self.with_coulomb, WithCoulomb):
             coulomb_energy, coulomb_forces = self.with_coulomb.electrostatics(
-                torch.from_numpy(positions), torch.from_numpy(cell)
+                torch.from_numpy(positions).to(self.device), torch.from_numpy(cell).to(self.device)
             )
-            forces, energy = forces + coulomb_forces.numpy(), energy + float(coulomb_energy)
+            forces, energy = forces + coulomb_forces.cpu().numpy(), energy + float(coulomb_energy)
         return forces, energy
 
     def _wall_pairs(self):
@@ -121,7 +126,7 @@ class ModelForces:
         if radii is None:
             return None
         core, stretch = radii
-        distance, reach = torch.from_numpy(verlet.distances)[:, None], verlet.skin + 1e-3
+        distance, reach = torch.from_numpy(verlet.distances).to(self.device)[:, None], verlet.skin + 1e-3
         maybe = ((distance - reach < core) | ((stretch > 0) & (distance + reach > stretch))).any(dim=1)
         near = torch.nonzero(maybe).squeeze(1)
         return near, core[near].to(self.dtype), stretch[near].to(self.dtype)

@@ -252,7 +252,8 @@ def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> tuple[float, tuple[i
     return seconds, failure
 
 
-def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, coulomb: str, run, out: Path):
+def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, coulomb: str, run, out: Path,
+                      device: str = "cpu"):  # fmt: skip
     """What a model run needs before LAMMPS starts, where all that can be wrong with the inputs is found:
     the topology, the model's force function for the callback (with LAMMPS' Coulomb the learned part
     alone, with torch-pme's the sum), the Coulomb settings (coulomb_settings) and the LAMMPS commands."""
@@ -264,7 +265,7 @@ def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, co
     force_function = CommitteeForces if len(checkpoints) > 1 else ModelForces
     forces_of = force_function(
         checkpoints if len(checkpoints) > 1 else checkpoints[0], topology, str(data_file), allow_unknown_types,
-        electrostatics=with_torch_pme,
+        electrostatics=with_torch_pme, device=device,
     )  # fmt: skip
     electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
     _check_one_rank()
@@ -296,9 +297,10 @@ def run_md(
     overwrite: bool = False,
     progress: bool = True,
     coulomb: str = "lammps",
+    device: str = "cpu",
 ) -> dict:
-    """Run `steps` of MD of the system in `data_file` with the model's forces; write the dump, log,
-    thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
+    """Run `steps` of MD of the system in `data_file` with the model's forces (computed on `device`); write
+    the dump, log, thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
     kept (an equilibrated start); NVT needs a temperature. A PME-trained model's Coulomb part is
     LAMMPS' (`coulomb="lammps"`, pppm) or torch-pme's ("torch-pme"); the summary's `electrostatics`
     says which ("lammps-pppm", "torch-pme", or None: the model gives all).
@@ -310,7 +312,7 @@ def run_md(
     run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
     run.check()
     _check_out(out, overwrite, data_file)
-    inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out)
+    inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device)
     topology, forces_of, electrostatics, commands = inputs
     with FolderLock(out):  # one writer per output folder
         out.mkdir(parents=True, exist_ok=True)
@@ -341,6 +343,7 @@ def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, c
         "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else str(checkpoint),
         "system": str(data_file),
         "model_family": forces_of.info["family"],
+        "device": str(forces_of.device),
         "electrostatics": electrostatics and electrostatics["method"],
         "electrostatics_settings": electrostatics,
         **_run_record(n_atoms, run, failed_at, seconds),
