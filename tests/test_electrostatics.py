@@ -163,3 +163,39 @@ def test_cache_and_inference_sum(water, electrostatics, tmp_path):
         total = WithCoulomb(model, electrostatics)(batch)
     assert torch.allclose(total["forces"] - learned["forces"], cached_forces, atol=1e-4)
     assert torch.allclose(total["energy"].double() - learned["energy"].double(), cached_energies, atol=1e-3)
+
+
+def test_chunked_forward_is_energy_and_its_gradient(water, electrostatics):
+    """forward (k-space spread and interpolated a chunk of atoms at a time, the real-space sum a chunk of
+    pairs at a time, analytic pair forces) gives what energy() and its autograd give, to round-off."""
+    positions = torch.from_numpy(water.positions[3]).double()
+    cell = torch.from_numpy(water.cells[3]).double()
+    lean = Electrostatics.from_config(water.topology, electrostatics.config())
+    lean.pair_chunk, lean.atom_chunk = 500, 7
+    (i, _, _), special = lean._real_space_pairs(positions.numpy(), cell.numpy())
+    assert len(i) > 4 * lean.pair_chunk and water.topology.n_atoms > 4 * lean.atom_chunk and special.any()
+    energy, forces = lean(positions, cell)
+    moving = positions.clone().requires_grad_(True)
+    reference = electrostatics.energy(moving, cell)
+    (gradient,) = torch.autograd.grad(reference, moving)
+    assert float(energy) == pytest.approx(float(reference.detach()), rel=1e-10)
+    assert torch.allclose(forces, -gradient, rtol=1e-10, atol=1e-10 * float(gradient.abs().max()))
+    # the k-space part is what torch-pme's calculator gives for an empty neighbour list
+    kspace, kspace_forces = lean._kspace(positions, cell)
+    moving = positions.clone().requires_grad_(True)
+    potential = lean.calculator(
+        charges=lean.charges,
+        cell=cell,
+        positions=moving,
+        neighbor_indices=torch.zeros((0, 2), dtype=torch.int64),
+        neighbor_distances=torch.zeros(0, dtype=torch.float64),
+    )
+    reference = (lean.charges * potential).sum()
+    (gradient,) = torch.autograd.grad(reference, moving)
+    assert float(kspace) == pytest.approx(float(reference.detach()), rel=1e-10)
+    assert torch.allclose(kspace_forces, -gradient, rtol=1e-10, atol=1e-10 * float(gradient.abs().max()))
+    # float32 in, float32 out
+    energy32, forces32 = lean(positions.float(), cell.float())
+    assert energy32.dtype == forces32.dtype == torch.float32 and torch.allclose(
+        forces32.double(), forces, rtol=1e-4, atol=1e-3
+    )

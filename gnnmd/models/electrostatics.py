@@ -12,7 +12,14 @@ timing-based tuning), so every frame is computed with the same, reproducible set
 Physics only: training caches the Coulomb part of its frames (gnnmd.data.coulomb_cache) and learns the
 rest; inference adds it back (gnnmd.inference.forces.WithCoulomb).
 
-`real_space_cutoff` is PME's own real-space cutoff, unrelated to the model's graph cutoff."""
+`real_space_cutoff` is PME's own real-space cutoff, unrelated to the model's graph cutoff.
+
+`forward` (energy and forces, what inference and the Coulomb cache call) is the lean path: torch-pme's
+k-space part with the density spread and the potential interpolated a chunk of atoms at a time and the
+k-space kernel applied a slab of the mesh at a time, and the real-space erfc sum over the neighbour list
+a chunk of pairs at a time with analytic derivatives, so no per-pair or per-atom-times-stencil tensor
+exists for the whole system at once (1.1 million atoms of water fit in a few GB). `energy` is the same
+number through torch-pme's calculator, differentiable w.r.t. positions and cell."""
 
 from __future__ import annotations
 
@@ -23,6 +30,11 @@ from gnnmd.units import COULOMB_CONSTANT
 
 # LAMMPS special_bonds coul factors for 1-2 and 1-3 pairs (SPC/Fw: 0.0 0.0 1.0; 1-4 pairs are full)
 DEFAULT_SPECIAL = (0.0, 0.0)
+# pairs per chunk of forward()'s real-space sum, and atoms per chunk of its mesh interpolation
+PAIR_CHUNK = 1 << 20
+ATOM_CHUNK = 1 << 15
+# the normalisations torch-pme's PMECalculator gives its k-space filter
+FFT_NORM, IFFT_NORM = "backward", "forward"
 # the options a checkpoint's settings carry over to another system (the mesh is chosen per system)
 SYSTEM_OPTIONS = ("accuracy", "real_space_cutoff", "special", "interpolation_nodes")
 
@@ -47,6 +59,23 @@ def special_pairs(topology, special=DEFAULT_SPECIAL) -> tuple[np.ndarray, np.nda
     keys = np.array(sorted(found), dtype=np.int64)
     pairs = np.stack([keys // n, keys % n], axis=1) if len(keys) else np.zeros((0, 2), dtype=np.int64)
     return pairs, np.array([found[int(k)] for k in keys], dtype=np.float64)
+
+
+def linked_groups(n_atoms: int, pairs: np.ndarray) -> np.ndarray:
+    """A label per atom, the same for atoms linked through `pairs` (the molecules, for bonds and angles):
+    an excluded pair is within a group, so only pairs within one are looked up among them."""
+    labels = np.arange(n_atoms, dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    while len(pairs):
+        low = np.minimum(labels[pairs[:, 0]], labels[pairs[:, 1]])
+        new = labels.copy()
+        np.minimum.at(new, pairs[:, 0], low)
+        np.minimum.at(new, pairs[:, 1], low)
+        new = new[new]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
 
 
 def current_config(config: dict) -> dict:
@@ -136,6 +165,8 @@ class Electrostatics(torch.nn.Module):
         self.register_buffer("pair_index", torch.as_tensor(pairs, dtype=torch.int64).reshape(-1, 2))
         self.register_buffer("pair_factor", torch.as_tensor(factors, dtype=torch.float64).reshape(-1))
         self._pair_keys = self._keys(pairs)
+        self._groups = torch.from_numpy(linked_groups(self.n_atoms, pairs))
+        self.pair_chunk, self.atom_chunk = PAIR_CHUNK, ATOM_CHUNK
         potential = torchpme.CoulombPotential(smearing=float(smearing), prefactor=float(prefactor))
         self.calculator = torchpme.PMECalculator(
             potential,
@@ -197,12 +228,7 @@ class Electrostatics(torch.nn.Module):
             vectors = positions[j[hit]] - positions[i[hit]] + shifts[hit] @ cell
             order = hit[np.lexsort((np.linalg.norm(vectors, axis=1), keys[hit]))]
             unique_keys, first = np.unique(keys[order], return_index=True)
-            if len(unique_keys) != len(self._pair_keys):
-                missing = np.setdiff1d(self._pair_keys, unique_keys)[:3]
-                raise ValueError(
-                    f"excluded pair(s) {[(int(k // self.n_atoms), int(k % self.n_atoms)) for k in missing]} "
-                    f"are farther apart than the real-space cutoff {self.params['real_space_cutoff']} A: broken molecule?"
-                )
+            self._check_excluded_found(unique_keys)
             special[order[first]] = True
         return (i, j, shifts), special
 
@@ -241,13 +267,168 @@ class Electrostatics(torch.nn.Module):
         return energy
 
     def forward(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(energy, forces) of one frame, detached, in the dtype of `positions`."""
+        """(energy, forces) of one frame, detached, in the dtype of `positions`: the same numbers as
+        `energy` and minus its gradient, computed in chunks of atoms and of pairs (see the module doc)."""
         dtype = positions.dtype if positions.is_floating_point() else torch.float64
+        if positions.shape != (self.n_atoms, 3):
+            raise ValueError(f"positions have shape {tuple(positions.shape)}, expected ({self.n_atoms}, 3)")
+        positions = positions.detach().to(torch.float64)
+        cell = cell.detach().to(positions.device, torch.float64).reshape(3, 3)
+        with torch.no_grad():
+            energy, forces = self._kspace(positions, cell)
+            energy = energy + self._real_space(positions, cell, forces)
+        return energy.to(dtype), forces.to(dtype)
+
+    def _atom_chunks(self):
+        return (slice(start, start + self.atom_chunk) for start in range(0, self.n_atoms, self.atom_chunk))
+
+    def _stencil(self, charges: torch.Tensor) -> torch.Tensor:
+        """charges times the weights of the mesh points around each atom, after the interpolator's
+        `compute_weights` (torch-pme's MeshInterpolator.points_to_mesh / mesh_to_points products)."""
+        mesh = self.calculator.mesh_interpolator
+        weights = mesh.interpolation_weights
+        return charges * weights[mesh.x_shifts, :, 0] * weights[mesh.y_shifts, :, 1] * weights[mesh.z_shifts, :, 2]
+
+    def _flat(self, ns: torch.Tensor) -> torch.Tensor:
+        """The interpolator's mesh points around each atom as indices into the flattened mesh."""
+        mesh = self.calculator.mesh_interpolator
+        return (mesh.x_indices * int(ns[1]) + mesh.y_indices) * int(ns[2]) + mesh.z_indices
+
+    def _kspace(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch-pme's k-space energy (what PMECalculator gives with an empty neighbour list) and its
+        forces. The forces are -q_i grad phi(r_i) of the potential mesh phi held fixed: the filter is an
+        even function of k, so that is the whole derivative (through the density too)."""
+        from torchpme.lib import get_ns_mesh
+
+        mesh = self.calculator.mesh_interpolator
+        ns = get_ns_mesh(cell, self.calculator.mesh_spacing)
+        mesh.update(cell, ns)
+        charges = self.charges[:, 0]
+        potential = self._filtered(self._density(positions, charges, ns), cell, ns)
+        ivolume = torch.abs(cell.det()).pow(-1)
+        energy, forces = torch.zeros((), dtype=torch.float64, device=positions.device), torch.empty_like(positions)
+        for chunk in self._atom_chunks():
+            with torch.enable_grad():
+                at = positions[chunk].clone().requires_grad_(True)
+                mesh.compute_weights(at)
+                values = potential.view(-1)[self._flat(ns)] * self._stencil(charges[chunk])
+                part = values.sum() * ivolume
+                (grad,) = torch.autograd.grad(part, at)
+            energy, forces[chunk] = energy + part.detach(), -grad
+        coulomb = self.calculator.potential
+        total = charges.sum()
+        corrections = (
+            coulomb.self_contribution() * (charges**2).sum() + 2 * coulomb.background_correction() * total**2 * ivolume
+        )
+        return (energy - corrections) / 2, forces
+
+    def _density(self, positions: torch.Tensor, charges: torch.Tensor, ns: torch.Tensor) -> torch.Tensor:
+        """The charges spread on the mesh (torch-pme's points_to_mesh), a chunk of atoms at a time."""
+        mesh = self.calculator.mesh_interpolator
+        density = torch.zeros(tuple(int(n) for n in ns), dtype=torch.float64, device=positions.device)
+        for chunk in self._atom_chunks():
+            mesh.compute_weights(positions[chunk])
+            density.view(-1).index_add_(0, self._flat(ns).view(-1), self._stencil(charges[chunk]).view(-1))
+        return density
+
+    def _filtered(self, density: torch.Tensor, cell: torch.Tensor, ns: torch.Tensor) -> torch.Tensor:
+        """The potential mesh: torch-pme's KSpaceFilter (rfft, times its kernel of |k|^2, inverse rfft) with
+        the kernel made a slab of k-vectors at a time instead of all k-vectors at once."""
+        hat = torch.fft.rfftn(density, norm=FFT_NORM)
+        del density
+        reciprocal = 2 * torch.pi * torch.linalg.inv(cell).T
+        axes = [torch.fft.fftfreq(int(ns[0]), dtype=cell.dtype, device=cell.device)]
+        axes += [torch.fft.fftfreq(int(ns[1]), dtype=cell.dtype, device=cell.device)]
+        axes += [torch.fft.rfftfreq(int(ns[2]), dtype=cell.dtype, device=cell.device)]
+        kx, ky, kz = ((reciprocal[d] * ns[d]) * axes[d].unsqueeze(-1) for d in range(3))
+        slab = max(1, (1 << 22) // (hat.shape[1] * hat.shape[2]))
+        for start in range(0, hat.shape[0], slab):
+            k = kx[start : start + slab, None, None] + ky[None, :, None] + kz[None, None, :]
+            hat[start : start + slab] *= self.calculator.potential.kernel_from_k_sq(torch.linalg.norm(k, dim=3) ** 2)
+        return torch.fft.irfftn(hat, s=tuple(int(n) for n in ns), norm=IFFT_NORM)
+
+    def _real_space(self, positions: torch.Tensor, cell: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
+        """The real-space erfc sum over the half neighbour list (vesin's arrays used in place) and the
+        excluded-pair correction, a chunk of pairs at a time; adds the forces to `forces`."""
+        from vesin import NeighborList
+
+        nl = NeighborList(cutoff=self.params["real_space_cutoff"], full_list=False)
+        points = np.ascontiguousarray(positions.cpu().numpy())
+        i, j, shifts = nl.compute(
+            points=points, box=np.ascontiguousarray(cell.cpu().numpy()), periodic=True, quantities="ijS", copy=False
+        )
+        keys = torch.from_numpy(self._pair_keys).to(positions.device)
+        groups, charges = self._groups.to(positions.device), self.charges[:, 0].contiguous()
+        energy = torch.zeros((), dtype=torch.float64, device=positions.device)
+        none = torch.zeros(0, dtype=torch.int64, device=positions.device)
+        hits = [(none, none, torch.zeros((0, 3), dtype=torch.float64, device=positions.device))]
+        for start in range(0, len(i), self.pair_chunk):
+            chunk = slice(start, start + self.pair_chunk)
+            pair = [torch.from_numpy(a[chunk].astype(np.int64)).to(positions.device) for a in (i, j)]
+            shift = torch.from_numpy(shifts[chunk].astype(np.float64)).to(positions.device)
+            vectors = torch.addmm(positions.index_select(0, pair[1]) - positions.index_select(0, pair[0]), shift, cell)
+            qq = charges.index_select(0, pair[0]) * charges.index_select(0, pair[1])
+            if len(keys):  # excluded pairs (all their images): left out here, sorted out below
+                hit = torch.nonzero(groups.index_select(0, pair[0]) == groups.index_select(0, pair[1])).squeeze(1)
+                a, b = pair[0][hit], pair[1][hit]
+                key = torch.minimum(a, b) * self.n_atoms + torch.maximum(a, b)
+                hit = hit[keys[torch.searchsorted(keys, key).clamp_(max=len(keys) - 1)] == key]
+                qq[hit] = 0.0
+                hits.append((pair[0][hit], pair[1][hit], vectors[hit]))
+            energy = energy + self._erfc_pairs(pair[0], pair[1], vectors, qq, forces)
+        del i, j, shifts  # views of the list's memory, which goes with `nl`
+        if len(keys):
+            energy = energy + self._excluded(*(torch.cat(parts) for parts in zip(*hits)), forces)
+        return energy
+
+    def _erfc_pairs(self, i, j, vectors, qq, forces) -> torch.Tensor:
+        """sum of k q_i q_j erfc(r / (sqrt2 s)) / r over the pairs (torch-pme's sr_from_dist), adding the
+        analytic forces to `forces`."""
+        a = 1.0 / (np.sqrt(2.0) * self.params["smearing"])
+        r = torch.linalg.vector_norm(vectors, dim=1)
+        kqq = self.params["prefactor"] * qq
+        pair_energy = kqq * torch.special.erfc(a * r) / r
+        # dE/dr / r, times the vector r_j - r_i: the gradient w.r.t. r_j, minus that w.r.t. r_i
+        gradient = (-(pair_energy + kqq * (2 * a / np.sqrt(np.pi)) * torch.exp(-((a * r) ** 2))) / r**2)[
+            :, None
+        ] * vectors
+        forces.index_add_(0, i, gradient)
+        forces.index_add_(0, j, -gradient)
+        return pair_energy.sum()
+
+    def _excluded(self, i, j, vectors, forces) -> torch.Tensor:
+        """Of the pairs that are excluded pairs (any image within the cutoff): the nearest image of each
+        gets f q_i q_j / r minus the long-range part the k-space sum holds (as `energy` does), the others
+        (only in small cells) are ordinary real-space pairs."""
+        r = torch.linalg.vector_norm(vectors, dim=1)
+        key = (torch.minimum(i, j) * self.n_atoms + torch.maximum(i, j)).cpu().numpy()
+        order = np.lexsort((r.cpu().numpy(), key))
+        unique_keys, first = np.unique(key[order], return_index=True)
+        self._check_excluded_found(unique_keys)
+        nearest = np.zeros(len(key), dtype=bool)
+        nearest[order[first]] = True
+        nearest = torch.from_numpy(nearest).to(vectors.device)
+        qq = self.charges[i, 0] * self.charges[j, 0]
+        energy = self._erfc_pairs(i, j, vectors, torch.where(nearest, 0.0, qq), forces)
+        i, j, qq, key = i[nearest], j[nearest], qq[nearest], key[nearest.cpu().numpy()]
+        factor = self.pair_factor[torch.from_numpy(np.searchsorted(self._pair_keys, key)).to(vectors.device)]
         with torch.enable_grad():
-            pos = positions.detach().to(torch.float64).requires_grad_(True)
-            energy = self.energy(pos, cell.detach())
-            (grad,) = torch.autograd.grad(energy, pos)
-        return energy.detach().to(dtype), (-grad).to(dtype)
+            v = vectors[nearest].clone().requires_grad_(True)
+            r = torch.linalg.vector_norm(v, dim=1)
+            lr = self.calculator.potential.lr_from_dist(r)
+            correction = (qq * (factor * self.params["prefactor"] / r - lr)).sum()
+            (gradient,) = torch.autograd.grad(correction, v)
+        forces.index_add_(0, i, gradient)
+        forces.index_add_(0, j, -gradient)
+        return energy + correction.detach()
+
+    def _check_excluded_found(self, found_keys: np.ndarray) -> None:
+        if len(found_keys) != len(self._pair_keys):
+            missing = np.setdiff1d(self._pair_keys, found_keys)[:3]
+            raise ValueError(
+                f"excluded pair(s) {[(int(k // self.n_atoms), int(k % self.n_atoms)) for k in missing]} "
+                f"are farther apart than the real-space cutoff {self.params['real_space_cutoff']} A: broken molecule?"
+            )
 
     def compute_frames(self, frames, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Coulomb energies (F,) float64 and forces (F, N, 3) float64 of every frame of a Frames object."""
