@@ -343,7 +343,7 @@ def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, c
         "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else str(checkpoint),
         "system": str(data_file),
         "model_family": forces_of.info["family"],
-        "device": str(forces_of.device),
+        "device": str(getattr(forces_of, "device", "cpu")),
         "electrostatics": electrostatics and electrostatics["method"],
         "electrostatics_settings": electrostatics,
         **_run_record(n_atoms, run, failed_at, seconds),
