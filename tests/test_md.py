@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames, read_lammps
@@ -99,7 +100,7 @@ def test_nve_conserves_the_energy_of_a_conservative_model(argon_run, tmp_path):
     assert main([*args, "--timestep", "0.5", "--temperature", "300", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model_energy"] and not summary["blown_up"]
-    _, _, pe, _, ke, etotal = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2).T
+    _, _, pe, _, ke, etotal = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2).T[:6]
     assert len(etotal) == 21
     drift = np.abs(etotal - etotal[0]).max() / 64
     assert drift < 1e-3, drift
@@ -127,3 +128,29 @@ def test_keep_freed_memory_tunes_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc: nothing to tune")
     assert keep_freed_memory() is True and keep_freed_memory() is True
+
+
+@pytest.mark.slow
+def test_npt_with_an_energy_model_moves_the_box_and_refuses_models_without_a_virial(
+    argon_run, argon_model, tmp_path, capsys
+):
+    """NPT takes the energy model's virial (fix external): the box breathes, the summary has the density;
+    a direct-force model has no virial and is refused before LAMMPS starts."""
+    frames = load_frames(argon_run)
+    torch.manual_seed(0)
+    model = build_model("nequip", channels=8, layers=2, cutoff=6.0, repulsion=1.0)
+    normalisation = {"model_fit": model.fit_priors(frames)}
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, type_table=frames.topology.type_table(), normalisation=normalisation
+    )
+    data_file = argon_run / "segment_000" / "system.data"
+    out = tmp_path / "npt"
+    args = ["md", "--model", str(path), "--system", str(data_file), "--steps", "60", "--out", str(out)]
+    assert main([*args, "--ensemble", "npt", "--temperature", "90", "--pressure", "1000", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    volume = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)[:, 6]
+    assert summary["ensemble"] == "npt" and volume.std() > 1e-3 * volume.mean()
+    assert summary["mean_density_g_cm3"] == pytest.approx(64 * 39.948 / volume.mean() * 1.66053907, rel=1e-6)
+    code = main(["md", "--model", str(argon_model), "--system", str(data_file), "--steps", "5", "--out",
+                 str(tmp_path / "refused"), "--ensemble", "npt", "--temperature", "90"])  # fmt: skip
+    assert code == 2 and "NPT needs the model's virial" in capsys.readouterr().err

@@ -37,7 +37,8 @@ def add_md(sub) -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--timestep", type=float, default=1.0, help="fs")
-    p.add_argument("--ensemble", choices=("nve", "nvt"), default="nve")
+    p.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nve")
+    p.add_argument("--pressure", type=float, default=1.0, help="atm, the npt target (isotropic)")
     p.add_argument(
         "--temperature",
         type=float,
@@ -82,6 +83,7 @@ def run_md_command(args) -> int:
         progress=not args.no_progress,
         coulomb=args.coulomb,
         device=args.device,
+        pressure=args.pressure,
     )
     if summary["blown_up"]:
         when = (

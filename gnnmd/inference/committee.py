@@ -51,6 +51,26 @@ class CommitteeForces:
         self.last_deviation: np.ndarray | None = None
         self.wall_contacts: int | None = None  # calls in which a wall of any member acted
 
+    @property
+    def supports_virial(self) -> bool:
+        return all(member.supports_virial for member in self.members)
+
+    @property
+    def virial(self) -> bool:
+        return self.members[0].virial
+
+    @virial.setter
+    def virial(self, value: bool) -> None:
+        for member in self.members:
+            member.virial = value
+
+    @property
+    def last_virial(self) -> np.ndarray | None:
+        """The members' mean virial (that of the mean force's energy) of the last call."""
+        if self.members[0].last_virial is None:
+            return None
+        return np.mean([member.last_virial for member in self.members], axis=0)
+
     def _count_walls(self) -> None:
         counted = [m.wall_contacts is not None for m in self.members]
         if any(counted):

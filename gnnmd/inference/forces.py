@@ -66,6 +66,8 @@ class ModelForces:
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
         self.with_coulomb = None  # PME set up on the first cell seen (or by `prepare`)
         self.engine = None
+        self.virial = False  # set True to have `last_virial` (3x3, kcal/mol: -dE/d strain) of each call
+        self.last_virial: np.ndarray | None = None
         self.wall_active = False  # whether a wall acted in the last call (a pair outside the training distances)
         self.wall_contacts: int | None = None  # calls in which one did (None: not counted, no walls or untabulated)
         if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
@@ -73,6 +75,11 @@ class ModelForces:
             self.verlet = VerletList(self.builder, skin, self.device)
             self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
             self.dtype = self.model.type_scale.dtype
+
+    @property
+    def supports_virial(self) -> bool:
+        """Whether `virial = True` gives a virial: the tabulated energy model's path."""
+        return self.engine is not None
 
     def prepare(self, cell: np.ndarray) -> None:
         """Set up what depends on the system's cell once (the PME mesh), before the first call."""
@@ -101,16 +108,22 @@ class ModelForces:
         pairs = engine.pairs(*take[:3], take[3].to(self.dtype))
         with torch.enable_grad():
             pos.requires_grad_(True)
-            energy = engine.energy(self.atoms, pos, pairs)
+            strain = pos.new_zeros(3, 3, requires_grad=self.virial)  # carries the virial's gradient
+            energy = engine.energy(self.atoms, pos, pairs, strain)
             if self._walls is not None:
                 near, core, stretch = self._walls
-                r = torch.linalg.vector_norm(verlet.vectors(pos, near), dim=1)
+                r = torch.linalg.vector_norm(
+                    verlet.vectors(pos, near) @ (torch.eye(3, dtype=pos.dtype, device=pos.device) + strain), dim=1
+                )
                 wall = engine.wall_energy(r, core, stretch)
                 self.wall_active = bool(wall.detach() > 0)
                 self.wall_contacts = (self.wall_contacts or 0) + int(self.wall_active)
                 energy = energy + wall
-            (grad,) = torch.autograd.grad(energy, pos)
-        forces, energy = -grad.double().cpu().numpy(), float(energy.detach())
+            grads = torch.autograd.grad(energy, [pos, strain] if self.virial else [pos])
+        forces, energy = -grads[0].double().cpu().numpy(), float(energy.detach())
+        if self.virial:  # -dE/d(strain), symmetrised (the energy is rotation invariant)
+            derivative = grads[1].double().cpu().numpy()
+            self.last_virial = -0.5 * (derivative + derivative.T)
         if isinstance(self.with_coulomb, WithCoulomb):
             coulomb_energy, coulomb_forces = self.with_coulomb.electrostatics(
                 torch.from_numpy(positions).to(self.device), torch.from_numpy(cell).to(self.device)

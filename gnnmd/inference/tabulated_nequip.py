@@ -223,10 +223,12 @@ class Pairs:
 
 class _Geometry(torch.autograd.Function):
     """Per pair: the distance r (P,) and the spherical harmonics Y (P, d) of its vector, from positions;
-    the backward turns their gradients into forces on the positions."""
+    the backward turns their gradients into forces on the positions, and into the derivative with
+    respect to `strain` (3, 3; zero: it is there to carry the gradient) of every pair vector v -> v (1 + strain):
+    sum over pairs of v (x) dE/dv, minus the virial."""
 
     @staticmethod
-    def forward(ctx, pos, harmonics: _Harmonics, pairs: Pairs):
+    def forward(ctx, pos, strain, harmonics: _Harmonics, pairs: Pairs):
         r, Y = pos.new_empty(len(pairs)), pos.new_empty(len(pairs), harmonics.dim)
         for c in pairs.chunks():
             r[c], Y[c] = harmonics(pairs.vectors(pos, c))
@@ -242,11 +244,15 @@ class _Geometry(torch.autograd.Function):
         g_r = torch.zeros_like(r) if g_r is None else g_r
         g_Y = torch.zeros_like(Y) if g_Y is None else g_Y
         g_pos = torch.zeros_like(pos)
+        g_strain = pos.new_zeros(3, 3) if ctx.needs_input_grad[1] else None
         for c in pairs.chunks():
-            g_vectors = harmonics.vjp(pairs.vectors(pos, c), r[c], Y[c], g_r[c], g_Y[c])
+            vectors = pairs.vectors(pos, c)
+            g_vectors = harmonics.vjp(vectors, r[c], Y[c], g_r[c], g_Y[c])
             g_pos.index_add_(0, pairs.j[c], g_vectors)
             g_pos.index_add_(0, pairs.i[c], g_vectors, alpha=-1.0)
-        return g_pos, None, None
+            if g_strain is not None:
+                g_strain += vectors.T @ g_vectors
+        return g_pos, g_strain, None, None
 
 
 @torch.no_grad()
@@ -439,10 +445,12 @@ class TabulatedNequIP:
     def pairs(self, i, j, pair_class, shift_vectors) -> Pairs:
         return Pairs(i, j, pair_class, shift_vectors, self.layers[0].table.rows_per_class, self.chunk)
 
-    def energy(self, atoms: dict, pos: torch.Tensor, pairs: Pairs) -> torch.Tensor:
-        """Total energy (kcal/mol, 0-dim) of the network (walls apart) for positions `pos` (N, 3)."""
+    def energy(self, atoms: dict, pos: torch.Tensor, pairs: Pairs, strain: torch.Tensor | None = None) -> torch.Tensor:
+        """Total energy (kcal/mol, 0-dim) of the network (walls apart) for positions `pos` (N, 3). Its
+        gradient with respect to `strain` (a zero (3, 3) tensor that requires grad) is minus the virial."""
         h = atoms["h"]
-        r, Y = _Geometry.apply(pos, self.harmonics, pairs)
+        strain = pos.new_zeros(3, 3) if strain is None else strain
+        r, Y = _Geometry.apply(pos, strain, self.harmonics, pairs)
         weights = _radial_weights(self.layers, r, pairs)
         for k, (layer, node, (W, S)) in enumerate(zip(self.layers, self.nodes, weights)):
             x, self_term = (atoms["x"], atoms["self"]) if k == 0 else (node.inputs(h), node.self_term(h))

@@ -41,6 +41,7 @@ from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_cha
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
 COULOMB = ("lammps", "torch-pme")  # who computes the Coulomb part of a PME-trained model in MD
+ENSEMBLES = ("nve", "nvt", "npt")
 # what a checkpoint's PME settings lack is taken as torch-pme's defaults (Electrostatics.for_system)
 _PME_DEFAULTS = {"real_space_cutoff": 8.0, "accuracy": 1e-5, "special": DEFAULT_SPECIAL}
 
@@ -57,12 +58,14 @@ class _Dynamics:
     dump_every: int
     thermo_every: int
     tdamp: float
+    pressure: float = 1.0  # atm, NPT (isotropic)
+    pdamp: float = 1000.0  # fs
 
     def check(self) -> None:
-        if self.ensemble not in ("nve", "nvt"):
-            raise ValueError(f"ensemble must be nve or nvt, got {self.ensemble!r}")
-        if self.ensemble == "nvt" and self.temperature is None:
-            raise ValueError("--ensemble nvt needs --temperature")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
+        if self.ensemble in ("nvt", "npt") and self.temperature is None:
+            raise ValueError(f"--ensemble {self.ensemble} needs --temperature")
         if self.steps < 1 or self.timestep <= 0 or self.dump_every < 1:
             raise ValueError("steps, timestep and dump-every must be positive")
 
@@ -134,20 +137,16 @@ def _model_system_commands(data_file: Path, topology, coulomb: dict | None = Non
 def _dynamics_commands(run: _Dynamics, out: Path, model_fix: bool) -> list[str]:
     """Velocities, (the model's fix external, and fix halt to stop at the step its callback fails,) the
     integrator, and the dump, log and thermo.txt outputs.
-    thermo.txt's columns: step, temperature, potential energy, time (fs), kinetic and total energy."""
+    thermo.txt's columns: step, temperature, potential energy, time (fs), kinetic and total energy, volume."""
     commands = []
     if run.temperature is not None:
         commands.append(f"velocity all create {run.temperature} {run.seed} mom yes rot yes dist gaussian")
     if model_fix:
-        commands += ["fix model all external pf/callback 1 1", "fix_modify model energy yes"]
+        commands += ["fix model all external pf/callback 1 1", "fix_modify model energy yes virial yes"]
         commands += [f"variable {_FAILED} internal 0", f"fix halt all halt 1 v_{_FAILED} != 0 error soft"]
     every = run.thermo_every
     return commands + [
-        (
-            f"fix integrate all nvt temp {run.temperature} {run.temperature} {run.tdamp}"
-            if run.ensemble == "nvt"
-            else "fix integrate all nve"
-        ),
+        _integrator(run),
         f"timestep {run.timestep}",
         "thermo_style custom step temp pe ke etotal press",
         f"thermo {max(1, run.steps // 20)}",
@@ -157,9 +156,20 @@ def _dynamics_commands(run: _Dynamics, out: Path, model_fix: bool) -> list[str]:
         "variable time equal step*dt",
         "variable ke equal ke",
         "variable etotal equal etotal",
-        f"fix thermo all ave/time {every} 1 {every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal "
+        "variable volume equal vol",
+        f"fix thermo all ave/time {every} 1 {every} c_thermo_temp c_thermo_pe v_time v_ke v_etotal v_volume "
         f'file {lammps_path(out / "thermo.txt")} format " %.10g"',
     ]
+
+
+def _integrator(run: _Dynamics) -> str:
+    """LAMMPS' integrator for the ensemble (Nose-Hoover for nvt and for npt, isotropic, with its barostat)."""
+    temp = f"temp {run.temperature} {run.temperature} {run.tdamp}"
+    if run.ensemble == "nvt":
+        return f"fix integrate all nvt {temp}"
+    if run.ensemble == "npt":
+        return f"fix integrate all npt {temp} iso {run.pressure} {run.pressure} {run.pdamp}"
+    return "fix integrate all nve"
 
 
 def _box_matrix(lmp) -> np.ndarray:
@@ -194,6 +204,9 @@ class _ModelCallback:
             if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
                 raise FloatingPointError("the model's forces or energy are not finite")
             f[:nlocal] = forces[order]
+            if getattr(self.forces_of, "virial", False):  # the model's virial into LAMMPS' pressure (and NPT)
+                v = self.forces_of.last_virial
+                self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
             deviation = getattr(self.forces_of, "last_deviation", None)
             if deviation is not None:
                 self.deviations.append((int(step), float(deviation.max()), float(deviation.mean())))
@@ -268,9 +281,21 @@ def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, co
         electrostatics=with_torch_pme, device=device,
     )  # fmt: skip
     electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
+    _use_virial(forces_of, run.ensemble, with_torch_pme and electrostatics is not None)
     _check_one_rank()
     commands = _model_system_commands(data_file, topology, electrostatics)
     return topology, forces_of, electrostatics, commands + _dynamics_commands(run, out, model_fix=True)
+
+
+def _use_virial(forces_of, ensemble: str, torch_pme_coulomb: bool) -> None:
+    """Hand LAMMPS the model's virial whenever the force function has one (the tabulated energy model), so
+    the pressure is right; NPT needs it. torch-pme's Coulomb has none in MD: NPT takes LAMMPS' (the default)."""
+    has_virial = getattr(forces_of, "supports_virial", False) and not torch_pme_coulomb
+    if ensemble == "npt" and not has_virial:
+        why = "with --coulomb torch-pme" if torch_pme_coulomb else f"for a {forces_of.info['family']} model"
+        raise ValueError(f"NPT needs the model's virial, which gnnmd md has no way to compute {why}; "
+                         "an energy model (nequip) with LAMMPS' Coulomb (--coulomb lammps) has it")  # fmt: skip
+    forces_of.virial = has_virial
 
 
 def _speed(steps: int, n_atoms: int, seconds: float) -> dict:
@@ -293,6 +318,8 @@ def run_md(
     dump_every: int = 10,
     thermo_every: int = 1,
     tdamp: float = 100.0,
+    pressure: float = 1.0,
+    pdamp: float = 1000.0,
     allow_unknown_types: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -309,7 +336,7 @@ def run_md(
     apart) is a result, not a crash: LAMMPS stops there, the dump and thermo.txt end before the failure,
     and the summary says `blown_up`, the step and the reason; its statistics cover the steps before."""
     data_file, out = Path(data_file), Path(out)
-    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
+    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp, pressure, pdamp)
     run.check()
     _check_out(out, overwrite, data_file)
     inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device)
@@ -328,6 +355,7 @@ def run_md(
         end_outputs_before(out, failed_at)
         summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
                                  (failed_at, failure))  # fmt: skip
+        summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         _log_warnings(out / "log.lammps", summary["warnings"])
     return summary
@@ -357,6 +385,13 @@ def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, c
         "warnings": [statistics["runaway"]["message"]] if statistics["runaway"] else [],
     }
     return summary
+
+
+def _density(topology, volume: float | None) -> float | None:
+    """g/cm^3 of the system's atoms in `volume` A^3."""
+    if volume is None:
+        return None
+    return float(np.asarray(topology.table_masses)[topology.types].sum() / volume * 1.66053907)
 
 
 def _committee_record(deviations: list, failed_at: int | None, out: Path) -> dict:
@@ -412,6 +447,8 @@ def run_lammps_md(
     dump_every: int = 10,
     thermo_every: int = 1,
     tdamp: float = 100.0,
+    pressure: float = 1.0,
+    pdamp: float = 1000.0,
     threads: int = 1,
     overwrite: bool = False,
 ) -> dict:
@@ -420,7 +457,7 @@ def run_lammps_md(
     in place of a model. Writes the dump, log, thermo.txt and summary.json into `out`; the summary has
     run_md's statistics and speed, and like run_md's, LAMMPS' failure (`failed_at_step`, `failure`)."""
     data_file, out = Path(data_file), Path(out)
-    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp)
+    run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp, pressure, pdamp)
     run.check()
     _check_out(out, overwrite, data_file)
     commands = load_system_commands(data_file, forcefield) + _dynamics_commands(run, out, model_fix=False)
@@ -431,12 +468,14 @@ def run_lammps_md(
     seconds, failure = _timed_run(lmp, steps)
     failed_at, failure = failure or (None, None)
     end_outputs_before(out, failed_at)
+    statistics = thermo_statistics(out / "thermo.txt", n_atoms, failed_at, True, ensemble, temperature)
     summary = {
         "forcefield": forcefield,
         "system": str(data_file),
         **_run_record(n_atoms, run, failed_at, seconds),
         "threads": threads,
-        **thermo_statistics(out / "thermo.txt", n_atoms, failed_at, True, ensemble, temperature),
+        **statistics,
+        "mean_density_g_cm3": _density(read_topology(data_file), statistics["mean_volume"]),
         "failed_at_step": failed_at,
         "failure": failure,
     }

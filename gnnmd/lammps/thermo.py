@@ -2,7 +2,7 @@
 (energy drift, mean temperature), and whether its temperature or energy ran away.
 
 thermo.txt's columns (as gnnmd.lammps.md writes it): step, temperature, potential energy, time (fs),
-kinetic and total energy.
+kinetic and total energy, and volume (A^3; tables written before it lack the column).
 
 A run away is not a crash: the model's MD goes on, hotter and hotter, or its total energy climbs, while
 LAMMPS with the true force field would hold steady. `find_runaway` flags it from the thermo table: the
@@ -49,12 +49,12 @@ def end_outputs_before(out: Path, failed_at: int | None) -> None:
 
 
 def read_thermo(thermo_file, failed_at: int | None = None) -> np.ndarray:
-    """The rows (R, 6) of a thermo.txt, without those from step `failed_at` on (they ran on zero forces)."""
+    """The rows (R, 7) of a thermo.txt, without those from step `failed_at` on (they ran on zero forces)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no rows: a failure at step 0
         thermo = np.loadtxt(thermo_file, comments="#", ndmin=2)
     if thermo.size == 0:
-        thermo = np.empty((0, 6))
+        thermo = np.empty((0, 7))
     if failed_at is not None:
         thermo = thermo[thermo[:, 0] < failed_at]
     return thermo
@@ -89,7 +89,7 @@ def find_runaway(
     "energy", "began_at_step", "detected_at_step", "reference", "value", "message"}."""
     if len(thermo) < 3:
         return None
-    step, temp, _, time_fs, _, etotal = thermo.T
+    step, temp, _, time_fs, _, etotal = thermo.T[:6]
     found = []
     t_window, width = _windowed(temp, time_fs)
     reference = temperature if ensemble == "nvt" and temperature else float(t_window[min(width, len(temp)) - 1])
@@ -129,7 +129,8 @@ def thermo_statistics(
     it ran away (find_runaway). No drift for a blown-up run or under three rows, and no energy numbers if
     the forces came with no `energy`."""
     thermo = read_thermo(thermo_file, failed_at)
-    _, temp, _, time_fs, _, etotal = thermo.T
+    _, temp, _, time_fs, _, etotal = thermo.T[:6]
+    volume = thermo[:, 6] if thermo.shape[1] > 6 else np.empty(0)
     blown_up = failed_at is not None or not np.all(np.isfinite(thermo))
     drift = float(np.polyfit(time_fs / 1000.0, etotal / n_atoms, 1)[0]) if len(thermo) > 2 and not blown_up else None
     finite = thermo[np.all(np.isfinite(thermo), axis=1)]
@@ -139,6 +140,7 @@ def thermo_statistics(
             float(np.abs(etotal - etotal[0]).max() / n_atoms) if energy and len(etotal) else None
         ),
         "mean_temperature": float(temp.mean()) if len(temp) else None,
+        "mean_volume": float(volume.mean()) if len(volume) else None,
         "blown_up": blown_up,
         "runaway": find_runaway(finite, n_atoms, ensemble, temperature, energy),
     }
