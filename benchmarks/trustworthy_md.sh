@@ -1,0 +1,49 @@
+#!/bin/bash
+# Trustworthy MD, end to end (issue "Trustworthy MD"): every step resumes where a killed run stopped, so run
+# the script again until it finishes.
+#
+#   bash benchmarks/trustworthy_md.sh DATA WORK      (DATA: 216-molecule water from `gnnmd generate water`)
+#
+# 1. a committee: the shipped PME water recipe plus the repulsion prior (--hyper repulsion=1.0), seeds 0-2
+# 2. stability of the shipped model ("before") and of the prior model before active learning ("repulsion")
+# 3. active learning with the committee at 300, 370 and 400 K (gnnmd learn)
+# 4. stability after active learning ("after"), rows into benchmarks/results/md_stability.json
+set -euo pipefail
+DATA=$(realpath "$1")
+WORK=$(realpath -m "$2")
+HERE=$(dirname "$(realpath "$0")")
+GNNMD=${GNNMD:-gnnmd}
+PYTHON=${PYTHON:-python}
+EPOCHS=${EPOCHS:-15}        # epochs per member (the shipped model's 15; about 6 minutes each on one thread)
+PS=${PS:-20}                # ps of NVE per stability run
+mkdir -p "$WORK/runs"
+
+member() {  # seed: train (or resume) one committee member
+  local name=nequip-pme-rep-water-seed$1
+  local args=(--data "$DATA" --model nequip --electrostatics pme --cutoff 4.0 --hyper channels=16 --hyper layers=2
+              --hyper l_max=1 --hyper repulsion=1.0 --batch-size 1 --lr 0.005 --warmup 1 --lr-decay 0.9
+              --epochs "$EPOCHS" --patience 100 --seed "$1" --threads 1 --no-progress --runs-dir "$WORK/runs"
+              --name "$name" --checkpoint-every 1)
+  local done
+  done=$("$PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))['epochs_run'])" \
+         "$WORK/runs/$name/summary.json" 2>/dev/null || echo 0)
+  [ "$done" -ge "$EPOCHS" ] && return 0
+  if ls "$WORK/runs/$name"/checkpoints/epoch_*.pt >/dev/null 2>&1; then "$GNNMD" train "${args[@]}" --resume
+  else "$GNNMD" train "${args[@]}" --overwrite; fi
+}
+member 0 & member 1 & wait
+member 2
+MEMBERS=("$WORK"/runs/nequip-pme-rep-water-seed{0,1,2}/best.pt)
+
+stability() {  # stage model...
+  local stage=$1; shift
+  "$PYTHON" "$HERE/md_stability.py" --data "$DATA" --stage "$stage" --models "$@" --temperatures 300 370 400 \
+    --seeds 1 2 --picoseconds "$PS" --work "$WORK/stability" --jobs 2
+}
+stability before "$HERE/models/nequip-pme-water/best.pt"
+stability repulsion "${MEMBERS[0]}"
+
+"$GNNMD" learn --data "$DATA" --models "${MEMBERS[@]}" --out "$WORK/learn" --rounds 2 \
+  --temperatures 300 370 400 --steps 5000 --epochs 2 --max-frames 20 --jobs 2 --no-progress
+FINAL=$("$PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))['final']['models'][0])" "$WORK/learn/report.json")
+stability after "$FINAL"
