@@ -22,7 +22,7 @@ LAYERS = {
     "gnnmd": 0, "gnnmd.files": 0, "gnnmd.units": 0, "gnnmd.memory": 0, "gnnmd.devices": 0,
     "gnnmd.data": 1,
     "gnnmd.models": 2,
-    "gnnmd.inference": 3,
+    "gnnmd.inference": 3, "gnnmd.ase": 3,
     "gnnmd.train": 4,
     "gnnmd.lammps": 5, "gnnmd.analysis": 5,
     "gnnmd.study": 6,
