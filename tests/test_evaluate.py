@@ -101,3 +101,28 @@ def test_cli_errors_name_the_file(checkpoint, water_run, tmp_path, capsys):
     assert "none.pt" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(checkpoint), "--data", str(tmp_path / "nodata"), "--no-progress"]) == 2
     assert "nodata" in capsys.readouterr().err
+
+
+def test_energy_errors_per_atom_for_energy_models_and_a_note_for_direct_ones(checkpoint, water_run):
+    """An energy model's energies against the data's, per atom (with the mean offset, since a model
+    trained on forces has an arbitrary energy zero); a direct-force model says it predicts none."""
+    from gnnmd.models import build_model
+
+    frames = load_frames(water_run)
+    model, info = load_model(checkpoint)
+    direct = evaluate_model(model, frames, info["cutoff"], [0, 1], progress=False)
+    assert direct["energy"] == "not predicted (a direct-force model)" and "energy_mae_per_atom" not in direct
+    torch.manual_seed(0)
+    nequip = build_model("nequip", channels=4, layers=1, cutoff=3.0)
+    nequip.fit_priors(frames)
+    result = evaluate_model(nequip.eval(), frames, 3.0, [0, 1, 2], batch_size=2, progress=False)
+    predicted = []
+    for k in (0, 1, 2):
+        from gnnmd.data import FrameDataset
+
+        predicted.append(float(nequip(FrameDataset(frames, 3.0, [k])[0])["energy"].sum()))
+    errors = (np.array(predicted) - frames.energies[[0, 1, 2]]) / frames.topology.n_atoms
+    assert result["energy"] == "evaluated"
+    assert result["energy_mae_per_atom"] == pytest.approx(np.abs(errors).mean(), rel=1e-5)
+    assert result["energy_offset_per_atom"] == pytest.approx(errors.mean(), rel=1e-5)
+    assert result["energy_mae_per_atom_about_offset"] == pytest.approx(np.abs(errors - errors.mean()).mean(), rel=1e-4)

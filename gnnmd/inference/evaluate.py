@@ -30,7 +30,7 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
     metrics = ForceMetrics(labels)
     model.eval()
     device = next(model.buffers()).device  # every family has buffers (force_scale)
-    preds, refs, types = [], [], []
+    preds, refs, types, per_atom = [], [], [], []  # per_atom: energy errors per atom of each frame
     model_seconds = 0.0
     started = time.time()
     for batch in tqdm(
@@ -43,13 +43,26 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
         forces = out["forces"].detach().cpu()
         model_seconds += time.perf_counter() - tick
         batch = batch.cpu()
-        metrics.update(forces, batch.y, batch.atom_type)
+        energy, reference = out.get("energy"), getattr(batch, "energy", None)
+        if energy is None or reference is None:
+            metrics.update(forces, batch.y, batch.atom_type)
+        else:
+            atoms = torch.bincount(batch.batch) if getattr(batch, "batch", None) is not None else None
+            atoms = torch.tensor([batch.num_nodes]) if atoms is None else atoms
+            metrics.update(forces, batch.y, batch.atom_type, None, energy.detach().cpu(), reference.view(-1), atoms)
+            per_atom.append(((energy.detach().cpu().double() - reference.view(-1).double()) / atoms).numpy())
         preds.append(forces.numpy())
         refs.append(batch.y.numpy())
         types.append(batch.atom_type.numpy())
     wall = time.time() - started
     result = metrics.summary()
     result.pop("loss", None)
+    # energies: per atom, where the model predicts them (energy models) and the data has them
+    result["energy"] = _energy_note(model, frames, result)
+    if per_atom:  # a model trained on forces alone has an arbitrary energy zero: the error about it too
+        errors = np.concatenate(per_atom)
+        result["energy_offset_per_atom"] = float(errors.mean())
+        result["energy_mae_per_atom_about_offset"] = float(np.abs(errors - errors.mean()).mean())
     n_frames = len(dataset)
     atoms = n_frames * frames.topology.n_atoms
     result.update(
@@ -66,6 +79,15 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
     result["ref"] = np.concatenate(refs)
     result["atom_type"] = np.concatenate(types)
     return result
+
+
+def _energy_note(model, frames, result: dict) -> str:
+    """What the energy columns hold: "evaluated", or why there are none."""
+    if "energy_mae_per_atom" in result:
+        return "evaluated"
+    if not getattr(model, "needs_grad", False):
+        return "not predicted (a direct-force model)"
+    return "not evaluated (the data has no energies)" if frames.energies is None else "not evaluated"
 
 
 def select_frames(frames, info: dict, split: str):
@@ -104,6 +126,14 @@ def format_table(result: dict, title: str) -> str:
     rows += [(t, result[f"force_mae_{t}"], result[f"force_rmse_{t}"]) for t in result["type_labels"]]
     lines = [title, f"{'':8s}{'MAE':>10s}{'RMSE':>10s}   kcal/mol/A"]
     lines += [f"{name:8s}{mae:10.3f}{rmse:10.3f}" for name, mae, rmse in rows]
+    if "energy_mae_per_atom" in result:
+        mae, rmse = result["energy_mae_per_atom"], result["energy_rmse_per_atom"]
+        lines.append(
+            f"{'E/atom':8s}{mae:10.4f}{rmse:10.4f}   kcal/mol per atom (mean offset "
+            f"{result['energy_offset_per_atom']:.4f}; MAE about it {result['energy_mae_per_atom_about_offset']:.4f})"
+        )
+    else:
+        lines.append(f"energy: {result.get('energy', 'not evaluated')}")
     lines.append(
         f"mean |F component| {result['mean_abs_force']:.3f}; relative MAE {result['relative_force_mae']:.3f}; "
         f"{result['frames']} frames of {result['atoms_per_frame']} atoms; "

@@ -19,13 +19,13 @@ def markdown_table(rows: list[dict], study: list[dict]) -> str:
     """One line per evaluation, the study's own numbers first."""
     lines = [
         "| model | electrostatics | trained on | evaluated on | fine-tune frames | encoders | force MAE | force RMSE "
-        "| mean \\|F\\| | MAE / mean \\|F\\| |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean \\|F\\| | MAE / mean \\|F\\| | energy MAE / atom (about its offset) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in study:
         system = SYSTEM_NAMES[entry["eval_system"]] + (" val" if entry["split"] == "val" else "")
         mae = _cell(entry["force_mae"], 2) if entry["force_mae"] is not None else entry["note"]
-        lines.append(f"| reference study (mpnn) | none | water | {system} | – | – | {mae} | – | – | – |")
+        lines.append(f"| reference study (mpnn) | none | water | {system} | – | – | {mae} | – | – | – | – |")
     for row in rows:
         system = SYSTEM_NAMES[row["eval_system"]] + (" val" if row["split"] == "val" else "")
         trained = "water → argon" if row["train_system"] == "water+argon" else "water"
@@ -34,11 +34,21 @@ def markdown_table(rows: list[dict], study: list[dict]) -> str:
         lines.append(
             f"| {row['model']} | {row['electrostatics']} | {trained} | {system} | {frames} | {encoders} | "
             f"{_cell(row['force_mae'])} | {_cell(row['force_rmse'])} | {_cell(row['mean_abs_force'])} | "
-            f"{_cell(row['force_mae'] / row['mean_abs_force'])} |"
+            f"{_cell(row['force_mae'] / row['mean_abs_force'])} | {_energy_cell(row)} |"
         )
     lines.append("")
-    lines.append("Forces in kcal/mol/Å; mean |F| is the mean absolute force component of the evaluated frames.")
+    lines.append(
+        "Forces in kcal/mol/Å; mean |F| is the mean absolute force component of the evaluated frames. Energies "
+        "in kcal/mol per atom: models trained on forces alone have an arbitrary energy zero, so the error "
+        "about the mean offset is what MD feels; direct-force models predict no energy."
+    )
     return "\n".join(lines)
+
+
+def _energy_cell(row: dict) -> str:
+    if row.get("energy_mae_per_atom") is None:
+        return "not predicted" if row.get("energy", "").startswith("not predicted") else "–"
+    return f"{_cell(row['energy_mae_per_atom'])} ({_cell(row['energy_mae_per_atom_about_offset'])})"
 
 
 def plot_error_vs_size(rows: list[dict], study: list[dict], path: Path) -> Path:
