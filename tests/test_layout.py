@@ -19,7 +19,7 @@ PACKAGE = Path(gnnmd.__file__).resolve().parent
 # a module may import from its own layer's package or from any lower layer; lammps and analysis are
 # siblings and import nothing of each other
 LAYERS = {
-    "gnnmd": 0, "gnnmd.files": 0, "gnnmd.units": 0, "gnnmd.memory": 0, "gnnmd.devices": 0,
+    "gnnmd": 0, "gnnmd.files": 0, "gnnmd.units": 0, "gnnmd.memory": 0, "gnnmd.devices": 0, "gnnmd.progress": 0,
     "gnnmd.data": 1,
     "gnnmd.models": 2,
     "gnnmd.inference": 3,

@@ -228,3 +228,21 @@ def test_pme_training_learns_the_remainder_and_evaluation_adds_coulomb_back(wate
     _, val_idx = split_indices(frames)
     bare_mae = evaluate_model(bare, frames, bare_info["cutoff"], val_idx, progress=False)["force_mae"]
     assert abs(bare_mae - result["force_mae"]) > 1.0
+
+
+def test_logs_a_person_can_read(water_run, tmp_path, capsys):
+    """Output to a file (not a terminal): the per-epoch lines and no progress bars; --quiet: neither, while
+    the run's train.log keeps every epoch."""
+    from gnnmd.cli import main
+
+    args = ["train", "--data", str(water_run), "--model", "eqforce", "--hyper", "hidden=8", "--cutoff", "3.0"]
+    args += ["--epochs", "2", "--electrostatics", "none", "--runs-dir", str(tmp_path), "--threads", "1"]
+    assert main([*args, "--name", "loud"]) == 0
+    out = capsys.readouterr()
+    assert "epoch 1: train loss" in out.out and "epoch 2: train loss" in out.out
+    assert "\r" not in out.out + out.err and "frame/s" not in out.err  # no tqdm bars in a log
+    assert main([*args, "--name", "quiet", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "epoch" not in out.out and out.err == ""
+    log = (tmp_path / "quiet" / "train.log").read_text().splitlines()
+    assert len(log) == 2 and "epoch 2: train loss" in log[1]

@@ -71,7 +71,8 @@ def _common(p, finetune: bool) -> None:
     add_device(p)
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only anyway)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines either (runs/<name>/train.log has them)")
 
 
 def add_train(sub) -> None:
@@ -128,8 +129,8 @@ def _config(args, **extra) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _print_summary(summary: dict) -> int:
-    if "line" in summary:
+def _print_summary(summary: dict, quiet: bool = False) -> int:
+    if "line" in summary and not quiet:
         print(summary["line"])
     return 0
 
@@ -139,7 +140,7 @@ def run_train(args) -> int:
 
     set_threads(args.threads)
     config = _config(args, model=args.model, hyper=dict(args.hyper))
-    return _print_summary(train(config))
+    return _print_summary(train(config), config.quiet)
 
 
 def run_finetune(args) -> int:
@@ -150,7 +151,7 @@ def run_finetune(args) -> int:
     freeze = tuple(part.strip() for part in args.freeze.split(",") if part.strip())
     defaults = finetune_defaults(args.init_from, args.data, args.name, args.cutoff)
     config = _config(args, init_from=str(args.init_from), freeze=freeze, **defaults)
-    return _print_summary(train(config))
+    return _print_summary(train(config), config.quiet)
 
 
 def add_walls(sub) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from gnnmd.data.frames import ADDED_SEGMENTS, DataWarning, Frames
 from gnnmd.data.topology import Topology
+from gnnmd.progress import hidden
 
 # element guessed from the mass, for readable type tables; anything else is called "type<N>"
 KNOWN_MASSES = {"H": 1.008, "O": 15.9994, "Ar": 39.948, "C": 12.011, "N": 14.007}
@@ -235,7 +236,7 @@ def read_lammps(
     forces = np.empty((n_complete, n_atoms, 3), dtype=np.float32)
     cells = np.empty((n_complete, 3, 3), dtype=np.float32)
     timesteps = np.empty(n_complete, dtype=np.int64)
-    for index in tqdm(range(n_complete), desc=f"reading {dump_file.name}", disable=not progress, leave=False):
+    for index in tqdm(range(n_complete), desc=f"reading {dump_file.name}", disable=hidden(progress), leave=False):
         where = f"{dump_file}, frame {index}"
         try:
             ts = trajectory[index]

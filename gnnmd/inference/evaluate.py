@@ -19,6 +19,7 @@ from gnnmd.files import atomic_write_text
 from gnnmd.inference.forces import with_coulomb
 from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
 from gnnmd.models.checkpoint import load_model
+from gnnmd.progress import hidden
 
 
 def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int = 1, progress: bool = True) -> dict:
@@ -34,7 +35,7 @@ def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int =
     model_seconds = 0.0
     started = time.time()
     for batch in tqdm(
-        make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=not progress, leave=False
+        make_loader(dataset, batch_size), desc="evaluate", unit="batch", disable=hidden(progress), leave=False
     ):
         tick = time.perf_counter()
         batch = batch.to(device)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gnnmd.progress import hidden
+
 _lammps_module = None
 
 # a path made of these reaches LAMMPS as it is, even as a `-var` value substituted into an input file
@@ -202,7 +204,7 @@ def run_input(
             failure.append(err)
 
     worker = threading.Thread(target=work, daemon=True)
-    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=hidden(progress), leave=False)
     worker.start()
     try:
         while worker.is_alive():

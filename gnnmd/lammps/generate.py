@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from gnnmd import __version__
 from gnnmd.files import FolderLock, swap_in
 from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
+from gnnmd.progress import hidden
 
 SYSTEMS = ("water", "big-water", "argon", "argon-train")
 
@@ -292,7 +293,7 @@ def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool)
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
     started = time.time()
     outer = tqdm(
-        range(protocol.segments), desc=f"{protocol.system} segments", disable=not progress or protocol.segments == 1
+        range(protocol.segments), desc=f"{protocol.system} segments", disable=hidden(progress and protocol.segments > 1)
     )
     segments = [run_segment(protocol, k, int(seeds[k]), work, threads, progress) for k in outer]
     version = [segment.pop("lammps_version") for segment in segments][-1]

@@ -38,6 +38,7 @@ from gnnmd.lammps.engine import (
 from gnnmd.lammps.generate import DEFAULTS
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
+from gnnmd.progress import hidden
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
 COULOMB = ("lammps", "torch-pme")  # who computes the Coulomb part of a PME-trained model in MD
@@ -347,7 +348,7 @@ def run_md(
         _set_up(lmp, commands, data_file, out)
         n_atoms = topology.n_atoms
         callback = _ModelCallback(
-            lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=not progress)
+            lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=hidden(progress))
         )
         lmp.set_fix_external_callback("model", callback, None)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)

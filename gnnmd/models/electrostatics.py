@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gnnmd.progress import hidden
 from gnnmd.units import COULOMB_CONSTANT
 
 # LAMMPS special_bonds coul factors for 1-2 and 1-3 pairs (SPC/Fw: 0.0 0.0 1.0; 1-4 pairs are full)
@@ -436,7 +437,7 @@ class Electrostatics(torch.nn.Module):
 
         energies = np.empty(len(frames), dtype=np.float64)
         forces = np.empty((len(frames), self.n_atoms, 3), dtype=np.float64)
-        for k in tqdm(range(len(frames)), desc="Coulomb (PME)", disable=not progress, leave=False):
+        for k in tqdm(range(len(frames)), desc="Coulomb (PME)", disable=hidden(progress), leave=False):
             e, f = self(
                 torch.from_numpy(frames.positions[k].astype(np.float64)),
                 torch.from_numpy(frames.cells[k].astype(np.float64)),

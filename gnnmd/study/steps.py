@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gnnmd.progress import hidden
+
 # the gnnmd option of a field where it is not --field-name
 OPTION_NAMES = {"warmup_epochs": "--warmup", "init_from": "--from"}
 
@@ -52,7 +54,7 @@ def run_steps(label: str, steps: list[Step], jobs: int, logs: Path, progress: bo
     the steps that failed."""
     todo = [step for step in steps if not step.output.exists()]
     logs.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(steps), initial=len(steps) - len(todo), desc=label, unit="step", disable=not progress)
+    bar = tqdm(total=len(steps), initial=len(steps) - len(todo), desc=label, unit="step", disable=hidden(progress))
     failed = []
 
     def run(step: Step) -> None:

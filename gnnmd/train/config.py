@@ -42,7 +42,8 @@ class TrainConfig:
     checkpoint_every: int = 6
     augment: bool | None = None  # None: rotate when the model is not equivariant
     max_minutes: float | None = None
-    progress: bool = True
+    progress: bool = True  # progress bars (on a terminal only)
+    quiet: bool = False  # no per-epoch lines on the terminal (train.log in the run folder keeps them)
     overwrite: bool = False
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N (gnnmd.devices)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from gnnmd.data import FrameDataset, make_loader
 from gnnmd.files import atomic_write, atomic_write_text
 from gnnmd.models.checkpoint import save_checkpoint
+from gnnmd.progress import hidden
 from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
 from gnnmd.train.distributed import Distributed, parameter_digest
 from gnnmd.train.loop import epoch_seed, learning_rate, rank_order, run_epoch
@@ -155,7 +156,7 @@ def _one_epoch(run: Run, wrapped, val_loader, epoch: int) -> dict:
         desc=f"epoch {epoch + 1}/{config.epochs}",
         unit="frame",
         leave=False,
-        disable=not (config.progress and dist.main),
+        disable=hidden(config.progress and dist.main),
     )
     common = dict(epoch=epoch, rank=dist.rank, coulomb=run.coulomb)
     train_m = run_epoch(
@@ -193,11 +194,14 @@ def _save_epoch(run: Run, epoch: int, row: dict, improved: bool, last: bool) -> 
     if (epoch + 1) % run.config.checkpoint_every == 0 or last:
         path = run.run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt"
         _checkpoint(run, path, epoch + 1, row, with_training=True)
-    if run.config.progress:
-        tqdm.write(
-            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} val loss {row['val_loss']:.4f} "
-            f"val force MAE {row['val_force_mae']:.3f} kcal/mol/A ({row['epoch_seconds']:.0f} s)"
-        )
+    line = (
+        f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} val loss {row['val_loss']:.4f} "
+        f"val force MAE {row['val_force_mae']:.3f} kcal/mol/A ({row['epoch_seconds']:.0f} s)"
+    )
+    with open(run.run_dir / "train.log", "a") as log:  # the run's own log, whatever the terminal shows
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    if not run.config.quiet:
+        tqdm.write(line)
 
 
 def _checkpoint(run: Run, path: Path, epoch: int, row: dict, with_training: bool) -> None:
