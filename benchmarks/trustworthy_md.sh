@@ -31,17 +31,17 @@ member() {  # seed: train (or resume) one committee member
   if ls "$WORK/runs/$name"/checkpoints/epoch_*.pt >/dev/null 2>&1; then "$GNNMD" train "${args[@]}" --resume
   else "$GNNMD" train "${args[@]}" --overwrite; fi
 }
-member 0 & member 1 & wait
-member 2
-MEMBERS=("$WORK"/runs/nequip-pme-rep-water-seed{0,1,2}/best.pt)
-
-stability() {  # stage model...
+stability() {  # stage model...: NVE at 370, 300 and 400 K, two seeds each, beside LAMMPS from the same starts
   local stage=$1; shift
-  "$PYTHON" "$HERE/md_stability.py" --data "$DATA" --stage "$stage" --models "$@" --temperatures 300 370 400 \
-    --seeds 1 2 --picoseconds "$PS" --work "$WORK/stability" --jobs 2
+  "$PYTHON" "$HERE/md_stability.py" --data "$DATA" --stage "$stage" --models "$@" --temperatures 370 300 400 \
+    --seeds 1 2 --picoseconds "$PS" --work "$WORK/stability" --jobs 1
 }
+member 0 & member 1 & wait
+member 2 & THIRD=$!    # on one core, while the other runs the stability of the models before learning
+MEMBERS=("$WORK"/runs/nequip-pme-rep-water-seed{0,1,2}/best.pt)
 stability before "$HERE/models/nequip-pme-water/best.pt"
 stability repulsion "${MEMBERS[0]}"
+wait $THIRD
 
 "$GNNMD" learn --data "$DATA" --models "${MEMBERS[@]}" --out "$WORK/learn" --rounds 2 \
   --temperatures 300 370 400 --steps 5000 --epochs 2 --max-frames 20 --jobs 2 --no-progress
