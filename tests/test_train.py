@@ -246,3 +246,27 @@ def test_logs_a_person_can_read(water_run, tmp_path, capsys):
     assert "epoch" not in out.out and out.err == ""
     log = (tmp_path / "quiet" / "train.log").read_text().splitlines()
     assert len(log) == 2 and "epoch 2: train loss" in log[1]
+
+
+def test_config_file_with_flags_overriding_it(water_run, tmp_path):
+    """`gnnmd train --config FILE.yaml`: the file's options, the command line's flags over them; a run's own
+    config.json works as a config file too; an unknown option is refused naming the file."""
+    from gnnmd.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: {water_run}\nmodel: eqforce\nhyper:\n  hidden: 8\ncutoff: 3.0\nepochs: 2\nelectrostatics: none\n"
+        f"runs_dir: {tmp_path / 'runs'}\nname: from-yaml\nseed: 3\n"
+    )
+    assert main(["train", "--config", str(config), "--epochs", "1", "--threads", "1", "--quiet"]) == 0
+    resolved = json.loads((tmp_path / "runs" / "from-yaml" / "config.json").read_text())
+    assert resolved["epochs"] == 1 and resolved["seed"] == 3 and resolved["hyper"]["hidden"] == 8
+    assert resolved["cutoff"] == 3.0 and resolved["model"] == "eqforce"
+    again = ["train", "--config", str(tmp_path / "runs" / "from-yaml" / "config.json"), "--name", "again", "--quiet"]
+    assert main(again) == 0
+    second = json.loads((tmp_path / "runs" / "again" / "config.json").read_text())
+    assert {k: second[k] for k in ("epochs", "seed", "hyper", "cutoff")} == {
+        k: resolved[k] for k in ("epochs", "seed", "hyper", "cutoff")
+    }
+    config.write_text("data: x\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(config)]) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gnnmd.cli.common import add_device, set_threads
 from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
+from gnnmd.train.setup import RUN_RECORD_KEYS
 
 
 def _hyper(text: str) -> tuple[str, object]:
@@ -22,7 +23,15 @@ def _hyper(text: str) -> tuple[str, object]:
 
 
 def _common(p, finetune: bool) -> None:
-    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="YAML or JSON file of options (TrainConfig names, e.g. a run's own config.json); flags given "
+        "on the command line override it",
+    )
+    p.add_argument(
+        "--data", type=Path, help="dataset directory made by `gnnmd generate` (required, here or in --config)"
+    )
     p.add_argument("--name", help="run name (default: <model>-<data dir name>)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<name>/ goes (default ./runs)")
     if finetune:
@@ -117,7 +126,47 @@ def add_finetune(sub) -> None:
     p.set_defaults(func=run_finetune)
 
 
+def read_config_file(path: Path) -> dict:
+    """Options from a YAML or JSON file: a mapping of TrainConfig names (a run's config.json works: the keys
+    that are not options, such as its frame counts and normalisation, are left out)."""
+    text = Path(path).read_text()
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text)
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file holds a mapping of option names to values")
+    fields = TrainConfig.__dataclass_fields__
+    unknown = [key for key in values if key not in fields and key not in RUN_RECORD_KEYS]
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(fields)}")
+    return {key: value for key, value in values.items() if key in fields}
+
+
+def config_defaults(parser, argv: list[str]) -> None:
+    """For `gnnmd train|finetune --config FILE`: the file's options become the subcommand's defaults, so
+    that the flags on the command line override them."""
+    known, _ = parser.parse_known_args(argv)
+    if getattr(known, "config", None) is None or known.command not in ("train", "finetune"):
+        return
+    values = read_config_file(known.config)
+    if "hyper" in values:
+        values["hyper"] = list(dict(values["hyper"]).items())
+    if "progress" in values:
+        values["no_progress"] = not values.pop("progress")
+    if "freeze" in values and not isinstance(values["freeze"], str):
+        values["freeze"] = ",".join(values["freeze"])
+    for key in ("data", "runs_dir", "init_from"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    parser.commands[known.command].set_defaults(**values)
+
+
 def _config(args, **extra) -> TrainConfig:
+    if args.data is None:
+        raise ValueError("no dataset: give --data (or `data` in --config)")
     fields = TrainConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(extra)

@@ -249,6 +249,11 @@ def resume_state(config: TrainConfig, run_dir: Path, model, optimizer) -> Traini
     return TrainingState(payload["epoch"], training["history"], training["best"])
 
 
+# what config.json records beside the TrainConfig fields (derived by the run, not options)
+RUN_RECORD_KEYS = ("frames", "train_frames", "val_frames", "atoms", "normalisation", "type_table", "world_size",
+                   "gnnmd_version", "parameters", "trainable_parameters", "parent")  # fmt: skip
+
+
 def resolved_config(config: TrainConfig, data: RunData, model, normalisation, parent, world: int) -> dict:
     """What config.json and every checkpoint record: the config's fields (data path resolved) and what
     the run derived from them."""
