@@ -52,3 +52,26 @@ def test_ase_with_a_direct_force_model_gives_forces_only(argon_run, argon_model)
     assert atoms.get_forces().shape == (64, 3)
     with pytest.raises(PropertyNotImplementedError):
         atoms.get_potential_energy()
+
+
+def test_ase_velocity_verlet_conserves_energy(water_run, pme_model):
+    """20 steps of ASE's Velocity Verlet with the calculator (0.25 fs): total energy within 2e-3 eV per
+    atom while kinetic and potential energy trade."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    frames = load_frames(water_run)
+    atoms = _atoms(frames, 0)
+    atoms.set_masses(np.asarray(frames.topology.table_masses)[frames.topology.types])
+    atoms.calc = GnnmdCalculator(model=pme_model, topology=water_run)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dynamics = VelocityVerlet(atoms, timestep=0.25 * units.fs)
+    total, kinetic = [], []
+    for _ in range(20):
+        dynamics.run(1)
+        kinetic.append(atoms.get_kinetic_energy())
+        total.append(kinetic[-1] + atoms.get_potential_energy())
+    n = len(atoms)
+    assert (max(total) - min(total)) / n < 2e-3
+    assert (max(kinetic) - min(kinetic)) / n > 5 * (max(total) - min(total)) / n  # energy was exchanged

@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_generate(sub)
+    data.add_import(sub)
     train.add_train(sub)
     train.add_finetune(sub)
     evaluate.add_evaluate(sub)

@@ -89,3 +89,48 @@ def run_generate(args) -> int:
         f"{manifest['mean_abs_force']:.2f} kcal/mol/A"
     )
     return 0
+
+
+def add_import(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="turn your own LAMMPS runs or an extxyz trajectory into a gnnmd dataset",
+        description="LAMMPS: --data system.data --dump run.lammpstrj [--dump more ...] [--energies FILE | --log "
+        "log.lammps]. extxyz (or any ASE-readable trajectory with energies and forces): --extxyz traj.xyz "
+        "--topology system.data (charges, epsilon, sigma and bonds from the data file, in its atom order). "
+        "Units: real is gnnmd's; metal (eV) is converted; others are refused. Your files are only read.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
+    p.add_argument("--data", type=Path, help="LAMMPS data file of the system (with Pair Coeffs)")
+    p.add_argument("--dump", type=Path, action="append", default=[], help="LAMMPS dump with forces (repeatable)")
+    p.add_argument("--energies", type=Path, help="per-frame potential energies: lines of timestep and energy")
+    p.add_argument("--log", type=Path, help="LAMMPS log whose thermo table (Step, PotEng) gives the energies")
+    p.add_argument("--extxyz", type=Path, help="trajectory ASE reads, with energies and forces")
+    p.add_argument("--topology", type=Path, help="with --extxyz: LAMMPS data file of the system")
+    p.add_argument(
+        "--units",
+        choices=("real", "metal"),
+        help="of the input (LAMMPS: the data file's header, else real; extxyz: metal, ASE's eV)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if gnnmd made it")
+    p.set_defaults(func=run_import)
+
+
+def run_import(args) -> int:
+    from gnnmd.data.importing import import_lammps, import_trajectory
+
+    if args.extxyz is not None:
+        if args.topology is None or args.data or args.dump:
+            raise ValueError("--extxyz takes --topology (a LAMMPS data file), not --data/--dump")
+        manifest = import_trajectory(args.extxyz, args.topology, args.out, args.units or "metal", args.overwrite)
+    else:
+        if args.data is None or not args.dump:
+            raise ValueError("give --data and at least one --dump (LAMMPS), or --extxyz and --topology")
+        if args.energies and args.log:
+            raise ValueError("energies come from --energies or from --log, not both")
+        manifest = import_lammps(args.data, args.dump, args.out, args.energies, args.log, args.units, args.overwrite)
+    energies = "with energies" if all(s["energy_file"] for s in manifest["segments"]) else "forces only (no energies)"
+    note = f"; {manifest['converted']}" if manifest["converted"] else ""
+    print(f"{args.out}: {manifest['frame_count']} frames of {manifest['atoms']} atoms in "
+          f"{len(manifest['segments'])} segment(s), {energies}{note}")  # fmt: skip
+    return 0

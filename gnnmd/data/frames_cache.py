@@ -20,7 +20,9 @@ FRAMES_CACHE_VERSION = 2
 def _source_names(directory: Path) -> list[str]:
     """manifest.json and every file its segments name, relative to the dataset folder, each once."""
     manifest = read_manifest(directory)
-    names = ["manifest.json"] + [segment[key] for segment in manifest["segments"] for key in SEGMENT_FILES]
+    names = ["manifest.json"] + [
+        segment[key] for segment in manifest["segments"] for key in SEGMENT_FILES if segment.get(key) is not None
+    ]
     return list(dict.fromkeys(names))
 
 

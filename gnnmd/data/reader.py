@@ -6,6 +6,7 @@ Every problem is reported as a DataError naming the file, the frame and what is 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gnnmd.data.topology import Topology
 from gnnmd.progress import hidden
 
 # element guessed from the mass, for readable type tables; anything else is called "type<N>"
+KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (metal units' energy)
 KNOWN_MASSES = {"H": 1.008, "O": 15.9994, "Ar": 39.948, "C": 12.011, "N": 14.007}
 
 
@@ -62,14 +64,34 @@ def read_pair_coeffs(data_file: Path) -> dict[int, tuple[float, float]]:
     return coeffs
 
 
-def read_topology(data_file: str | Path) -> Topology:
-    """Types, charges, molecules, bonds, angles and per-type (mass, charge, epsilon, sigma)."""
+def declared_units(data_file) -> str | None:
+    """The unit system a data file's header names (`write_data` writes "units = real"), or None."""
+    with open(data_file, errors="replace") as file:
+        found = re.search(r"units\s*=\s*(\w+)", file.readline())
+    return found.group(1) if found else None
+
+
+def _check_declared_units(data_file: Path, units: str) -> None:
+    declared = declared_units(data_file)
+    if declared is not None and declared != units:
+        raise DataError(
+            f"{data_file}: written in LAMMPS units {declared}, but read as {units}; gnnmd works in real units "
+            f"(kcal/mol, A): turn it into a dataset with `gnnmd import --units {declared}`"
+            + (", which converts metal" if declared == "metal" else "")
+        )
+
+
+def read_topology(data_file: str | Path, units: str = "real") -> Topology:
+    """Types, charges, molecules, bonds, angles and per-type (mass, charge, epsilon, sigma), in real units.
+    A data file whose header names other units than `units` is refused; `units="metal"` (for `gnnmd
+    import`) converts epsilon from eV to kcal/mol."""
     import MDAnalysis as mda
 
     data_file = Path(data_file)
     if not data_file.is_file():
         raise DataError(f"{data_file}: LAMMPS data file not found")
     _check_not_empty(data_file)
+    _check_declared_units(data_file, units)
     try:
         universe = mda.Universe(str(data_file), format="DATA")
     except Exception as err:
@@ -90,7 +112,7 @@ def read_topology(data_file: str | Path) -> Topology:
     rows = np.searchsorted(table_type_ids, type_ids)
     table_masses = np.array([masses[rows == k][0] for k in range(len(table_type_ids))])
     table_charges = np.array([round(charges[rows == k].mean(), 6) for k in range(len(table_type_ids))])
-    table_eps = np.array([coeffs[int(t)][0] for t in table_type_ids])
+    table_eps = np.array([coeffs[int(t)][0] for t in table_type_ids]) * (KCAL_PER_EV if units == "metal" else 1.0)
     table_sig = np.array([coeffs[int(t)][1] for t in table_type_ids])
 
     def connectivity(group, width):
@@ -273,6 +295,7 @@ def concatenate(parts: list[Frames]) -> Frames:
 
 
 SEGMENT_FILES = ("data_file", "dump_file", "energy_file")  # what each segment of a manifest names
+OPTIONAL_FILES = ("energy_file",)  # may be null: a run without per-frame energies (forces only)
 ADDED_ORIGIN = "active-learning"  # a segment's "origin" when its frames were added later (always training frames)
 
 
@@ -296,6 +319,8 @@ def read_manifest(directory: str | Path) -> dict:
         raise DataError(f'{manifest_file}: the "segments" list is empty')
     for k, segment in enumerate(segments):
         for key in SEGMENT_FILES:
+            if isinstance(segment, dict) and key in OPTIONAL_FILES and segment.get(key) is None:
+                continue
             if not isinstance(segment, dict) or not isinstance(segment.get(key), str) or not segment[key]:
                 raise DataError(f"{manifest_file}: segment {k} has no {key} (a file name)")
     return manifest
@@ -315,7 +340,7 @@ def read_run(directory: str | Path, progress: bool = True) -> Frames:
             read_lammps(
                 data_file,
                 directory / segment["dump_file"],
-                directory / segment["energy_file"],
+                None if segment.get("energy_file") is None else directory / segment["energy_file"],
                 segment=k if segment.get("origin") != ADDED_ORIGIN else ADDED_SEGMENTS + k,
                 topology=topology,
                 progress=progress,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd import __version__
-from gnnmd.files import FolderLock, swap_in
+from gnnmd.data.dataset_folder import dataset_target, write_dataset
 from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
 from gnnmd.progress import hidden
 
@@ -235,54 +233,14 @@ def run_segment(protocol: Protocol, k: int, seed: int, work: Path, threads: int,
     }
 
 
-def is_gnnmd_dataset(folder: Path) -> bool:
-    """A dataset `gnnmd generate` made: its manifest.json says so."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and "gnnmd_version" in manifest and manifest.get("source") == "LAMMPS"
-
-
-def _dataset_target(out, overwrite: bool) -> Path:
-    """`out` as an absolute path, once it is clear that it may be written: a new or empty folder, or
-    (with `overwrite`) a dataset gnnmd made, and not the folder the user is in."""
-    out = Path(os.path.abspath(out))
-    check_lammps_path(out)  # refused before anything is written, not when LAMMPS meets it
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if Path.cwd() == out or out in Path.cwd().parents:
-        raise ValueError(f"{out}: is the current folder or contains it; give --out a folder of its own")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-        if not is_gnnmd_dataset(out):
-            raise FileExistsError(
-                f"{out}: not a gnnmd dataset (no manifest.json of gnnmd generate); --overwrite replaces only those"
-            )
-    return out
-
-
 def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
     """Run every segment with LAMMPS into a fresh folder, read the frames back, write the manifest.
 
     Work happens in a hidden sibling folder (`.NAME.partial`) that replaces `out` only when complete, so a
     failed or interrupted run never damages an existing dataset; `out` is replaced only with `overwrite`,
     and only if gnnmd made it. An OS lock keeps a second writer out."""
-    out = _dataset_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out):
-        work = out.with_name(f".{out.name}.partial")
-        if work.exists():
-            shutil.rmtree(work)  # an interrupted run's, and we hold the lock
-        work.mkdir()
-        try:
-            manifest = _generate_into(protocol, work, threads, progress)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        swap_in(work, out)
-    return manifest
+    out = dataset_target(out, overwrite, check_lammps_path)  # refused before anything is written
+    return write_dataset(out, lambda work: _generate_into(protocol, work, threads, progress))
 
 
 def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool) -> dict:
