@@ -36,18 +36,6 @@ def _topology(topology) -> Topology:
     return read_topology(path)
 
 
-def coulomb_virial(electrostatics, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Virial (3, 3, kcal/mol) of the PME Coulomb energy: minus its derivative under a strain of the
-    positions and the cell alike (symmetrised)."""
-    strain = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
-    deformation = torch.eye(3, dtype=torch.float64) + strain
-    with torch.enable_grad():
-        energy = electrostatics.energy(torch.from_numpy(positions) @ deformation, torch.from_numpy(cell) @ deformation)
-        (derivative,) = torch.autograd.grad(energy, strain)
-    derivative = derivative.numpy()
-    return -0.5 * (derivative + derivative.T)
-
-
 class GnnmdCalculator(Calculator):
     """ASE calculator of a gnnmd checkpoint for one system (see the module's doc). Direct-force models
     (mpnn, eqforce) give forces only; the energy model gives energy, forces and stress."""
@@ -71,7 +59,7 @@ class GnnmdCalculator(Calculator):
         if not self.coulomb:
             return None
         energy, forces = self.coulomb(torch.from_numpy(positions), torch.from_numpy(cell))
-        return float(energy), forces.numpy(), coulomb_virial(self.coulomb, positions, cell)
+        return float(energy), forces.numpy(), self.coulomb.virial(positions, cell)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

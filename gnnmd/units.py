@@ -2,3 +2,4 @@
 
 # e^2/A -> kcal/mol (LAMMPS force->qqr2e in real units)
 COULOMB_CONSTANT = 332.06371
+NKTV2P_REAL = 68568.415  # LAMMPS real units: atm per (kcal/mol / A^3), pressure = virial / volume * this

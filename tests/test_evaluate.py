@@ -126,3 +126,45 @@ def test_energy_errors_per_atom_for_energy_models_and_a_note_for_direct_ones(che
     assert result["energy_mae_per_atom"] == pytest.approx(np.abs(errors).mean(), rel=1e-5)
     assert result["energy_offset_per_atom"] == pytest.approx(errors.mean(), rel=1e-5)
     assert result["energy_mae_per_atom_about_offset"] == pytest.approx(np.abs(errors - errors.mean()).mean(), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_stress_against_lammps_whose_virial_is_its_energys_strain_derivative(water_run, tmp_path):
+    """`gnnmd evaluate --stress`: the reference virial (a LAMMPS rerun) is minus the strain derivative of
+    LAMMPS' own energy (checked by finite differences with change_box), and the reported errors are those
+    of the model's virials against it."""
+    from gnnmd.cli import main
+    from gnnmd.inference.evaluate import model_virials, virial_errors
+    from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
+    from gnnmd.lammps.label import reference_virials
+
+    reference = reference_virials(water_run, tmp_path / "rerun")
+    frames = load_frames(water_run)
+    assert reference.shape == (len(frames), 3, 3)
+    segment = water_run / "segment_000"
+    step = int(frames.timesteps[0])
+    lmp = start_lammps()
+    energies = {}
+    try:
+        lmp.commands_list(load_system_commands(segment / "system.data", "spcfw.ff"))
+        lmp.command(f"read_dump {lammps_path(segment / 'frames.lammpstrj')} {step} x y z box yes")
+        h = 1e-4
+        for sign in (1, -1):
+            lmp.command(f"change_box all x scale {1 + sign * h} remap")
+            lmp.command("run 0")
+            energies[sign] = lmp.get_thermo("pe")
+            lmp.command(f"change_box all x scale {1 / (1 + sign * h)} remap")
+    finally:
+        lmp.close()
+    assert reference[0, 0, 0] == pytest.approx(-(energies[1] - energies[-1]) / (2 * h), rel=2e-3)
+    torch.manual_seed(0)
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(water_run), "--model", "nequip", "--hyper", "channels=4", "--hyper", "layers=1"]
+    assert main([*args, "--cutoff", "3.0", "--epochs", "1", "--runs-dir", str(runs), "--name", "m", "--quiet"]) == 0
+    out = tmp_path / "eval.json"
+    model = runs / "m" / "best.pt"
+    assert main(["evaluate", "--model", str(model), "--data", str(water_run), "--stress", "--out", str(out)]) == 0
+    stress = json.loads(out.read_text())["stress"]
+    expected = virial_errors(model_virials(model, frames), reference, frames)
+    assert stress["virial_mae_per_atom"] == pytest.approx(expected["virial_mae_per_atom"], rel=1e-6)
+    assert stress["pressure_mae_atm"] > 0 and stress["frames"] == len(frames)

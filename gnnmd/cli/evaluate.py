@@ -37,6 +37,12 @@ def add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--out", type=Path, help="JSON file (default: next to the checkpoint, eval-<data>-<split>.json)")
     p.add_argument("--plot", type=Path, help="parity plot PNG (default: the JSON path with .png)")
+    p.add_argument(
+        "--stress",
+        action="store_true",
+        help="energy models on a gnnmd-generated dataset: also the virial (pressure) against a LAMMPS rerun of "
+        "the frames with the dataset's force field",
+    )
     p.add_argument("--threads", type=int)
     add_device(p)
     p.add_argument("--no-progress", action="store_true")
@@ -68,9 +74,39 @@ def run_evaluate(args) -> int:
     result["plot"] = str(plot)
     save_evaluation(result, out)
     print(format_table(result, title))
+    if args.stress:
+        result["stress"] = _stress(first, args.data, args.split, info)
+        stress = result["stress"]
+        print(f"virial MAE {stress['virial_mae_per_atom']:.4f} kcal/mol per atom; pressure (virial part) MAE "
+              f"{stress['pressure_mae_atm']:.0f} atm (mean |P| component {stress['mean_abs_pressure_atm']:.0f} atm)")  # fmt: skip
+        save_evaluation(result, out)
     if "committee" in result:
         from gnnmd.inference.committee import format_committee
 
         print(format_committee(result["committee"]))
     print(f"wrote {out} and {plot}")
     return 0
+
+
+def _stress(model, data, split: str, info: dict) -> dict:
+    """The model's virial errors against LAMMPS' virial of the same frames (a rerun with the dataset's own
+    force field), on the frames of `split`."""
+    import tempfile
+
+    from gnnmd.data import load_frames
+    from gnnmd.inference.evaluate import model_virials, select_frames, virial_errors
+    from gnnmd.lammps.label import reference_virials
+
+    frames = load_frames(data)
+    indices = None
+    if split != "all" and (info.get("config") or {}).get("max_frames") is not None:
+        raise ValueError(
+            "--stress takes the dataset's frames in order: with a run that used --max-frames, use --split all"
+        )
+    if split != "all":
+        frames, indices = select_frames(frames, info, split)
+    with tempfile.TemporaryDirectory() as work:
+        reference = reference_virials(data, work)
+    if indices is not None:
+        reference = reference[indices]
+    return virial_errors(model_virials(model, frames, indices), reference, frames, indices)

@@ -16,10 +16,11 @@ from tqdm import tqdm
 from gnnmd.data import FrameDataset, load_frames, make_loader, run_split
 from gnnmd.devices import resolve_device
 from gnnmd.files import atomic_write_text
-from gnnmd.inference.forces import with_coulomb
+from gnnmd.inference.forces import ModelForces, with_coulomb
 from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
 from gnnmd.models.checkpoint import load_model
 from gnnmd.progress import hidden
+from gnnmd.units import NKTV2P_REAL
 
 
 def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int = 1, progress: bool = True) -> dict:
@@ -165,3 +166,39 @@ def evaluate_checkpoint(
         cutoff=cutoff,
     )
     return result, info
+
+
+def model_virials(model_path, frames, indices=None) -> np.ndarray:
+    """The virial (M, 3, 3, kcal/mol) an energy model gives the frames `indices` (all by default): the
+    learned part's (ModelForces) plus, for a PME-trained model, the Coulomb part's."""
+    from gnnmd.models.electrostatics import Electrostatics, has_charges
+
+    forces_of = ModelForces(model_path, frames.topology, electrostatics=False, skin=0.0)
+    if not forces_of.supports_virial:
+        raise ValueError(f"{model_path}: a {forces_of.info['family']} model has no energy, so no virial")
+    forces_of.virial = True
+    pme = forces_of.info.get("electrostatics")
+    coulomb = None
+    if pme and has_charges(frames.topology):
+        coulomb = Electrostatics.for_system(frames.topology, frames.mean_cell(), pme)
+    out = []
+    for k in range(len(frames)) if indices is None else indices:
+        positions, cell = frames.positions[k].astype(np.float64), frames.cells[k].astype(np.float64)
+        forces_of(positions, cell)
+        virial = forces_of.last_virial
+        out.append(virial if coulomb is None else virial + coulomb.virial(positions, cell))
+    return np.array(out)
+
+
+def virial_errors(predicted: np.ndarray, reference: np.ndarray, frames, indices=None) -> dict:
+    """Virial MAE per atom (kcal/mol, over the six components) and the matching pressure MAE (atm)."""
+    n_atoms = frames.topology.n_atoms
+    volumes = np.abs(np.linalg.det(frames.cells[indices if indices is not None else slice(None)].astype(np.float64)))
+    rows, cols = [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]
+    error = (predicted - reference)[:, rows, cols]
+    return {
+        "virial_mae_per_atom": float(np.abs(error).mean() / n_atoms),
+        "pressure_mae_atm": float((np.abs(error) / volumes[:, None]).mean() * NKTV2P_REAL),
+        "mean_abs_pressure_atm": float((np.abs(reference[:, rows, cols]) / volumes[:, None]).mean() * NKTV2P_REAL),
+        "frames": int(len(predicted)),
+    }

@@ -10,8 +10,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from gnnmd.files import atomic_write_text
 from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
+from gnnmd.units import NKTV2P_REAL
 
 
 def dump_timesteps(dump_file) -> list[int]:
@@ -86,3 +89,39 @@ def label_frames(data_file, forcefield: str, dump_file, timesteps, out) -> dict:
         "timesteps": kept,
         "forcefield": forcefield,
     }
+
+
+def reference_virials(data_dir, work) -> np.ndarray:
+    """The virial (F, 3, 3, kcal/mol) of every frame of a gnnmd dataset under its own force field: a LAMMPS
+    rerun of each segment's dump with `compute pressure NULL virial` (the virial part of the pressure
+    tensor, times the volume). `work` holds the reruns' outputs."""
+    from gnnmd.data.reader import read_manifest
+    from gnnmd.lammps.md import dataset_forcefield
+
+    data_dir, work = Path(data_dir), Path(work)
+    forcefield, virials = dataset_forcefield(data_dir), []
+    for k, segment in enumerate(read_manifest(data_dir)["segments"]):
+        out = work / f"segment_{k:03d}"
+        out.mkdir(parents=True, exist_ok=True)
+        lmp = start_lammps(log=out / "log.lammps")
+        try:
+            lmp.commands_list(
+                load_system_commands(data_dir / segment["data_file"], forcefield)
+                + [
+                    "compute virial all pressure NULL virial",
+                    "variable volume equal vol",
+                    "fix virial all ave/time 1 1 1 c_virial[1] c_virial[2] c_virial[3] c_virial[4] c_virial[5] "
+                    f"c_virial[6] v_volume file {lammps_path(out / 'virial.txt')}",
+                    f"rerun {lammps_path(data_dir / segment['dump_file'])} dump x y z box yes",
+                ]
+            )
+        finally:
+            lmp.close()
+        table = np.loadtxt(out / "virial.txt", comments="#", ndmin=2)  # step, pxx pyy pzz pxy pxz pyz, volume
+        pressure = table[:, 1:7] * table[:, 7:8] / NKTV2P_REAL
+        index = ([0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2])
+        tensors = np.zeros((len(table), 3, 3))
+        tensors[:, index[0], index[1]] = pressure
+        tensors[:, index[1], index[0]] = pressure
+        virials.append(tensors)
+    return np.concatenate(virials)

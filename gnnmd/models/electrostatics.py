@@ -267,6 +267,18 @@ class Electrostatics(torch.nn.Module):
             energy = energy + (qq * (factor * self.params["prefactor"] / r - lr)).sum()
         return energy
 
+    def virial(self, positions, cell) -> np.ndarray:
+        """Virial (3, 3, kcal/mol) of the Coulomb energy: minus its derivative under a strain of positions
+        and cell alike (symmetrised), by autograd through `energy` (for a frame, not for millions of atoms)."""
+        strain = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+        deformation = torch.eye(3, dtype=torch.float64) + strain
+        positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
+        cell = torch.as_tensor(np.asarray(cell, dtype=np.float64)).reshape(3, 3)
+        with torch.enable_grad():
+            (derivative,) = torch.autograd.grad(self.energy(positions @ deformation, cell @ deformation), strain)
+        derivative = derivative.numpy()
+        return -0.5 * (derivative + derivative.T)
+
     def forward(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(energy, forces) of one frame, detached, in the dtype of `positions`: the same numbers as
         `energy` and minus its gradient, computed in chunks of atoms and of pairs (see the module doc)."""
