@@ -270,3 +270,19 @@ def test_config_file_with_flags_overriding_it(water_run, tmp_path):
     }
     config.write_text("data: x\nlearning_rate: 0.1\n")
     assert main(["train", "--config", str(config)]) == 2
+
+
+def test_tensorboard_logs_the_metrics_beside_metrics_csv(water_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gnnmd.cli import main
+
+    args = ["train", "--data", str(water_run), "--model", "eqforce", "--hyper", "hidden=8", "--cutoff", "3.0"]
+    args += ["--epochs", "2", "--electrostatics", "none", "--runs-dir", str(tmp_path), "--name", "tb", "--quiet"]
+    assert main([*args, "--tensorboard"]) == 0
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    maes = [e.value for e in events.Scalars("val/force_mae")]
+    with open(tmp_path / "tb" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert maes == pytest.approx([float(r["val_force_mae"]) for r in rows], rel=1e-6)

@@ -82,6 +82,9 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only anyway)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines either (runs/<name>/train.log has them)")
+    p.add_argument(
+        "--tensorboard", action="store_true", help="also log the metrics for TensorBoard (runs/<name>/tensorboard/)"
+    )
 
 
 def add_train(sub) -> None:

@@ -44,6 +44,7 @@ class TrainConfig:
     max_minutes: float | None = None
     progress: bool = True  # progress bars (on a terminal only)
     quiet: bool = False  # no per-epoch lines on the terminal (train.log in the run folder keeps them)
+    tensorboard: bool = False  # also write the metrics for TensorBoard (runs/<name>/tensorboard/)
     overwrite: bool = False
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N (gnnmd.devices)
@@ -58,6 +59,11 @@ class TrainConfig:
         return self.name if self.name is not None else f"{self.model}-{Path(self.data).resolve().name}"
 
     def check(self) -> None:
+        if self.tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
         """Refuse options that cannot be meant, before anything is read or written."""
         plain_name(self.run_name, "run name (--name)")
         if not (isinstance(self.cutoff, (int, float)) and math.isfinite(self.cutoff) and self.cutoff > 0):

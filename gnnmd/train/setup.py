@@ -27,7 +27,7 @@ from gnnmd.train.run_folder import RunFolder
 
 # what may change when a run is resumed: how long it goes on, and how it reports
 MAY_CHANGE_ON_RESUME = (
-    "epochs", "patience", "checkpoint_every", "max_minutes", "progress", "quiet", "overwrite", "resume", "device"
+    "epochs", "patience", "checkpoint_every", "max_minutes", "progress", "quiet", "tensorboard", "overwrite", "resume", "device"
 )  # fmt: skip
 
 # ---------------------------------------------------------------- data

@@ -202,6 +202,20 @@ def _save_epoch(run: Run, epoch: int, row: dict, improved: bool, last: bool) -> 
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
     if not run.config.quiet:
         tqdm.write(line)
+    if run.config.tensorboard:
+        _tensorboard(run.run_dir / "tensorboard", row, epoch + 1)
+
+
+def _tensorboard(folder: Path, row: dict, epoch: int) -> None:
+    """The epoch's metrics (metrics.csv's numbers) as TensorBoard scalars, train/ and val/ grouped."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # checked before training by TrainConfig.check; a lost install still says so
+        raise RuntimeError("--tensorboard needs the tensorboard package (pip install tensorboard)") from err
+    with SummaryWriter(str(folder)) as writer:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(key.replace("train_", "train/", 1).replace("val_", "val/", 1), value, epoch)
 
 
 def _checkpoint(run: Run, path: Path, epoch: int, row: dict, with_training: bool) -> None:
