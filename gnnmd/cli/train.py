@@ -80,6 +80,11 @@ def _common(p, finetune: bool) -> None:
     add_device(p)
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _output_options(p)
+
+
+def _output_options(p) -> None:
+    """What a run shows and logs."""
     p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only anyway)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines either (runs/<name>/train.log has them)")
     p.add_argument(
