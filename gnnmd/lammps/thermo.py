@@ -112,9 +112,9 @@ def find_runaway(
         "reference": float(reference),
         "value": float(value),
         "message": (
-            f"the {quantity} ran away: its {RUNAWAY_WINDOW_FS:g} fs mean went from {reference:.4g} to {value:.4g} "
-            f"{unit} by step {at_step}, leaving its start from step {began_step}; the model is outside what it "
-            "learned (the trajectory is the model's, not the true force field's)"
+            f"the {quantity} ran away: its {RUNAWAY_WINDOW_FS:g} fs mean went from {reference:.6g} to {value:.6g} "
+            f"{unit} ({value - reference:+.3g}) by step {at_step}, leaving its start from step {began_step}; the "
+            "model is outside what it learned (the trajectory is the model's, not the true force field's)"
         ),
     }
 
