@@ -200,7 +200,9 @@ def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, t
     subprocess.run(["cp", "-a", str(argon_run), str(out)], check=True)
     before = checksums(out)
     command = [sys.executable, "-m", "gnnmd.cli", "generate", "argon", "--out", str(out), "--overwrite",
-               "--atoms", "64", "--frames", "5", "--equil-steps", "200000", "--no-progress"]  # fmt: skip
+               "--atoms", "64", "--frames", "5", "--equil-steps", "5000000", "--no-progress"]  # fmt: skip
+    # 5M steps: many seconds even on a fast, idle machine (200k steps of 64 atoms could end within the
+    # second this test waits before it interrupts)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / ".argon.partial"
     deadline = time.time() + 60
@@ -208,7 +210,10 @@ def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, t
         time.sleep(0.2)
     time.sleep(1.0)  # LAMMPS is running
     process.send_signal(signal.SIGINT)
-    err = process.communicate(timeout=60)[1]
+    try:
+        err = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()  # whatever happened, no LAMMPS left running
     assert process.returncode == 130, err
     assert err.strip() == "gnnmd generate: interrupted"
     assert not partial.exists() and checksums(out) == before
