@@ -195,6 +195,10 @@ def test_evaluate_refuses_a_split_of_data_the_model_never_split(water_run, argon
 
 
 @pytest.mark.slow
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, tmp_path):
     out = tmp_path / "argon"
     subprocess.run(["cp", "-a", str(argon_run), str(out)], check=True)
@@ -203,7 +207,9 @@ def test_ctrl_c_during_generate_leaves_one_line_and_the_old_dataset(argon_run, t
                "--atoms", "64", "--frames", "5", "--equil-steps", "5000000", "--no-progress"]  # fmt: skip
     # 5M steps: many seconds even on a fast, idle machine (200k steps of 64 atoms could end within the
     # second this test waits before it interrupts)
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # as from a shell: Ctrl-C at its default (a test process may have inherited it ignored, and a child
+    # would inherit that and run on)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     partial = tmp_path / ".argon.partial"
     deadline = time.time() + 60
     while not (partial / "segment_000" / "log.lammps").exists() and time.time() < deadline:
