@@ -276,11 +276,11 @@ def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, co
     topology = read_topology(data_file)
     with_torch_pme = coulomb == "torch-pme"
     checkpoints = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
-    force_function = CommitteeForces if len(checkpoints) > 1 else ModelForces
-    forces_of = force_function(
-        checkpoints if len(checkpoints) > 1 else checkpoints[0], topology, str(data_file), allow_unknown_types,
-        electrostatics=with_torch_pme, device=device,
-    )  # fmt: skip
+    options = dict(electrostatics=with_torch_pme, device=device)
+    if len(checkpoints) > 1:
+        forces_of = CommitteeForces(checkpoints, topology, str(data_file), allow_unknown_types, **options)
+    else:
+        forces_of = ModelForces(checkpoints[0], topology, str(data_file), allow_unknown_types, **options)
     electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
     _use_virial(forces_of, run.ensemble, with_torch_pme and electrostatics is not None)
     _check_one_rank()

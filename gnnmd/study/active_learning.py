@@ -194,12 +194,10 @@ def choose_frames(md_dir: Path, threshold: float, max_frames: int) -> tuple[list
     deviation = {int(step): float(high) for step, high, _ in table}
     dumped = dump_timesteps(md_dir / "trajectory.lammpstrj")
     above = [step for step in dumped if deviation.get(step, 0.0) > threshold]
+    chosen = above
     if len(above) > max_frames:
-        above_all = above
-        picks = np.unique(np.round(np.linspace(0, len(above_all) - 1, max_frames)).astype(int))
-        chosen = [above_all[i] for i in picks]
-    else:
-        chosen = above
+        picks = np.unique(np.round(np.linspace(0, len(above) - 1, max_frames)).astype(int))
+        chosen = [above[i] for i in picks]
     return chosen, len(above), deviation
 
 
