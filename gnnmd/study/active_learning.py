@@ -241,8 +241,9 @@ def run_active_learning(plan: LearnPlan, out, progress: bool = True) -> dict:
             if report["frames_added"] == 0:
                 break  # nothing left where the committee disagrees: done
         final = _explore(learning, learning.out / "final", members, len(rounds) + 1)
+        data = next((r["dataset"] for r in reversed(rounds) if "dataset" in r), str(plan.data))
         report = {"plan": _plain(plan), "threshold": threshold, "rounds": rounds,
-                  "final": {"models": [str(m) for m in members], "state_points": final}}  # fmt: skip
+                  "final": {"models": [str(m) for m in members], "data": data, "state_points": final}}  # fmt: skip
         atomic_write_text(learning.out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
