@@ -13,7 +13,7 @@ def add_md(sub) -> None:
     p = sub.add_parser(
         "md",
         help="run LAMMPS MD with a trained model's forces",
-        description="LAMMPS integrates (nve or nvt); the model supplies forces and energy every step through "
+        description="LAMMPS integrates (nve, nvt or npt), on one MPI rank or several (mpiexec -n K gnnmd md ...); the model supplies forces and energy every step through "
         "fix external. Writes trajectory.lammpstrj, log.lammps, thermo.txt and summary.json into --out.",
     )
     which = p.add_mutually_exclusive_group(required=True)
@@ -60,6 +60,12 @@ def add_md(sub) -> None:
         "or torch-pme adds it to the model's forces, as in training and evaluation",
     )
     add_device(p)
+    p.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        default="float32",
+        help="the model's arithmetic: float32 (fast) or float64 (forces the same to ~1e-10 on any number of MPI ranks)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_md_command)
@@ -67,6 +73,7 @@ def add_md(sub) -> None:
 
 def run_md_command(args) -> int:
     from gnnmd.lammps.md import run_md
+    from gnnmd.lammps.ranks import mpi_rank
 
     summary = run_md(
         args.model if len(args.model) > 1 else args.model[0],
@@ -84,7 +91,10 @@ def run_md_command(args) -> int:
         coulomb=args.coulomb,
         device=args.device,
         pressure=args.pressure,
+        precision=args.precision,
     )
+    if mpi_rank() != 0:  # under mpiexec every rank has the summary; the first speaks
+        return 1 if summary["blown_up"] else 0
     if summary["blown_up"]:
         when = (
             "with non-finite numbers" if summary["failed_at_step"] is None else f"at step {summary['failed_at_step']}"

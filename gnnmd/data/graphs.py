@@ -83,9 +83,12 @@ class GraphBuilder:
         self.bond_keys = _pair_keys(topology.bonds, n)
         self.angle_keys = _pair_keys(topology.angles[:, [0, 2]] if len(topology.angles) else topology.angles, n)
 
-    def edge_classes(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    def edge_classes(
+        self, i: np.ndarray, j: np.ndarray, distances: np.ndarray, nearest_only: bool = True
+    ) -> np.ndarray:
         """Bond class per edge. A bonded pair is bonded only through its nearest image; further images
-        (cells shorter than twice the cutoff) are nonbonded neighbours."""
+        (cells shorter than twice the cutoff) are nonbonded neighbours. `nearest_only=False` labels every
+        edge between bonded atoms (explicit copies of atoms in a cluster, one image each, gnnmd.inference.domain)."""
         n = self.topology.n_atoms
         keys = i * n + j
         classes = np.full(len(keys), NONBONDED, dtype=np.int64)
@@ -95,6 +98,9 @@ class GraphBuilder:
             # the tables are sorted: a binary search per edge (np.isin would sort all the edges' keys)
             hit = np.flatnonzero(table[np.minimum(np.searchsorted(table, keys), len(table) - 1)] == keys)
             if len(hit) == 0:
+                continue
+            if not nearest_only:
+                classes[hit] = label
                 continue
             order = hit[np.lexsort((distances[hit], keys[hit]))]
             _, first = np.unique(keys[order], return_index=True)
@@ -151,15 +157,15 @@ class VerletList:
     the cell is shorter than ~2x the list's reach). `skin` 0 rebuilds at every call.
 
     After `update`: `i` <= `j` (torch int64, P), `pair_class` (the edge class of i <- j and of j <- i),
-    `shift_vectors` (S @ cell, float32 (P, 3): the vector from i to that image of j is
+    `shift_vectors` (S @ cell, (P, 3) in `dtype`: the vector from i to that image of j is
     r_j - r_i + S @ cell), `distances` at the build (float64 numpy), `rebuilds` (how many builds so far).
     Pairs are sorted by i, for the locality of sums over neighbours. The list is built on the CPU (MD
     positions live there, in LAMMPS) and its tensors are kept on `device`."""
 
-    def __init__(self, builder: GraphBuilder, skin: float = 1.0, device="cpu"):
+    def __init__(self, builder: GraphBuilder, skin: float = 1.0, device="cpu", dtype=torch.float32):
         if not (math.isfinite(skin) and skin >= 0):
             raise ValueError(f"the neighbour-list skin must be >= 0 A, got {skin!r}")
-        self.builder, self.skin, self.device = builder, float(skin), torch.device(device)
+        self.builder, self.skin, self.device, self.dtype = builder, float(skin), torch.device(device), dtype
         self.reach = builder.cutoff + self.skin
         self.reference: np.ndarray | None = None
         self.cell: np.ndarray | None = None
@@ -191,7 +197,7 @@ class VerletList:
         to = self.device  # built on the CPU (vesin), used where the model is (copied once per build)
         self.i, self.j = torch.from_numpy(i).to(to), torch.from_numpy(j).to(to)
         self.pair_class = torch.from_numpy(self.builder.edge_classes(i, j, distances)).to(to)
-        self.shift_vectors = torch.from_numpy((shifts @ cell).astype(np.float32)).to(to)
+        self.shift_vectors = torch.from_numpy(shifts @ cell).to(to, self.dtype)
         self.distances = distances
         self.reference, self.cell = positions.copy(), cell.copy()
         self.rebuilds += 1

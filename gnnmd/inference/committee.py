@@ -36,11 +36,13 @@ class CommitteeForces:
     for every member, is computed once (with `electrostatics`)."""
 
     def __init__(self, checkpoints, topology, system: str = "system", allow_unknown_types: bool = False,
-                 electrostatics: bool = True, device: str = "cpu"):  # fmt: skip
+                 electrostatics: bool = True, device: str = "cpu", precision: str = "float32"):  # fmt: skip
         if len(checkpoints) < 2:
             raise ValueError(f"a committee needs at least two models, got {len(checkpoints)}")
         self.members = [
-            ModelForces(path, topology, system, allow_unknown_types, electrostatics=False, device=device)
+            ModelForces(
+                path, topology, system, allow_unknown_types, electrostatics=False, device=device, precision=precision
+            )
             for path in checkpoints
         ]
         _same_settings(self.members, list(checkpoints))

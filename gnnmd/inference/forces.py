@@ -32,6 +32,17 @@ def check_types_known(topology, type_table: list[dict], source: str, system: str
             )
 
 
+PRECISIONS = ("float32", "float64")
+
+
+def model_dtype(precision: str) -> torch.dtype:
+    """The dtype a model computes in for inference: float32 (fast, the default) or float64 (forces
+    reproducible to ~1e-10 kcal/mol/A whatever the order of the sums, e.g. on any number of MPI ranks)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return getattr(torch, precision)
+
+
 class ModelForces:
     """Forces (kcal/mol/A) and energy (kcal/mol, None for direct-force models) of a checkpoint's model
     for positions and a cell of one system.
@@ -42,7 +53,8 @@ class ModelForces:
     the edge vectors taken from the current positions at every call, so the forces are those of a graph
     built afresh), and everything that depends on the atom types alone computed once. `tabulate=False`
     evaluates the network itself on a graph built at every call, as training and evaluation do. `device`
-    (gnnmd.devices) is where the model computes; positions and forces come and go as CPU numpy arrays."""
+    (gnnmd.devices) is where the model computes, in `precision` (model_dtype); positions and forces come and
+    go as CPU numpy arrays."""
 
     def __init__(
         self,
@@ -54,11 +66,12 @@ class ModelForces:
         tabulate: bool = True,
         skin: float = 1.0,
         device: str = "cpu",
+        precision: str = "float32",
     ):
         keep_freed_memory()  # every step allocates the same tensors again: reuse the freed blocks
         self.device = resolve_device(device)
         self.model, self.info = load_model(checkpoint)
-        self.model = self.model.to(self.device)
+        self.model = self.model.to(self.device, model_dtype(precision))
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)
         self.builder = GraphBuilder(topology, self.model.cutoff)
@@ -72,9 +85,9 @@ class ModelForces:
         self.wall_contacts: int | None = None  # calls in which one did (None: not counted, no walls or untabulated)
         if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
             self.engine = TabulatedNequIP(self.model)
-            self.verlet = VerletList(self.builder, skin, self.device)
-            self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
             self.dtype = self.model.type_scale.dtype
+            self.verlet = VerletList(self.builder, skin, self.device, self.dtype)
+            self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
 
     @property
     def supports_virial(self) -> bool:

@@ -203,12 +203,14 @@ def _radial_table(model, block, columns, factors, intervals: int, dtype) -> Radi
 class Pairs:
     """The pairs of one force call, each once (i, j, bond class, shift S @ cell; the vector from i to that
     image of j is r_j - r_i + S @ cell), for both directed edges i <- j and j <- i. Processed in chunks of
-    `chunk` pairs, so that per-edge intermediates live for one chunk only."""
+    `chunk` pairs, so that per-edge intermediates live for one chunk only. `weight` (P,): the share of each
+    pair's own energy terms (prior, walls) that is counted; None: all of it (one rank's share: a domain)."""
 
-    def __init__(self, i, j, pair_class, shift_vectors, rows_per_class: int, chunk: int):
+    def __init__(self, i, j, pair_class, shift_vectors, rows_per_class: int, chunk: int, weight=None):
         self.i, self.j, self.shift_vectors, self.pair_class = i, j, shift_vectors, pair_class
         self.first_row = pair_class * rows_per_class
         self.chunk = int(chunk)
+        self.weight = weight
 
     def __len__(self) -> int:
         return len(self.i)
@@ -437,13 +439,14 @@ class TabulatedNequIP:
             "self": first.self_term(h),
             "scale": scale.contiguous(),
             "shift": shift.sum(),
+            "shifts": shift.contiguous(),  # per atom
             "row": row,
             "known": known,
             "features": x,
         }
 
-    def pairs(self, i, j, pair_class, shift_vectors) -> Pairs:
-        return Pairs(i, j, pair_class, shift_vectors, self.layers[0].table.rows_per_class, self.chunk)
+    def pairs(self, i, j, pair_class, shift_vectors, weight=None) -> Pairs:
+        return Pairs(i, j, pair_class, shift_vectors, self.layers[0].table.rows_per_class, self.chunk, weight)
 
     def energy(self, atoms: dict, pos: torch.Tensor, pairs: Pairs, strain: torch.Tensor | None = None) -> torch.Tensor:
         """Total energy (kcal/mol, 0-dim) of the network (walls apart) for positions `pos` (N, 3). Its
@@ -460,8 +463,9 @@ class TabulatedNequIP:
         if self.model.repulsion > 0:  # each pair once
             nonbonded = (pairs.pair_class == NONBONDED).to(r.dtype)
             features = atoms["features"]
-            energy = energy + repulsion_energy(self.model.repulsion, features[pairs.i], features[pairs.j], r, nonbonded,
-                                               self.cutoff, self.model.envelope_p).sum()  # fmt: skip
+            prior = repulsion_energy(self.model.repulsion, features[pairs.i], features[pairs.j], r, nonbonded,
+                                     self.cutoff, self.model.envelope_p)  # fmt: skip
+            energy = energy + (prior.sum() if pairs.weight is None else prior @ pairs.weight)
         return energy
 
     def wall_radii(self, atoms: dict, i, j, pair_class) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -475,8 +479,9 @@ class TabulatedNequIP:
         index = (torch.stack([row[i], row[j]], 1), torch.stack([row[j], row[i]], 1), pair_class[:, None])
         return model.core_radius[index] * fitted, model.stretch_radius[index] * fitted
 
-    def wall_energy(self, r: torch.Tensor, core: torch.Tensor, stretch: torch.Tensor) -> torch.Tensor:
+    def wall_energy(self, r: torch.Tensor, core: torch.Tensor, stretch: torch.Tensor, weight=None) -> torch.Tensor:
         """Total wall energy of pairs at distances r, half from each end (pairs at or beyond the cutoff have
-        none: they are not in a graph of the model's cutoff)."""
+        none: they are not in a graph of the model's cutoff), each pair's times its `weight` if given."""
         pair = priors.wall_terms(core, stretch, r[:, None]).sum(1)
-        return 0.5 * self.model.core_strength * torch.where(r < self.cutoff, pair, torch.zeros_like(pair)).sum()
+        pair = 0.5 * self.model.core_strength * torch.where(r < self.cutoff, pair, torch.zeros_like(pair))
+        return pair.sum() if weight is None else pair @ weight

@@ -16,6 +16,7 @@ LAMMPS stops at the failure, the dump and thermo.txt end before it, and the summ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from gnnmd.data.reader import read_topology
 from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.committee import CommitteeForces
+from gnnmd.inference.domain import DomainForces
 from gnnmd.inference.forces import ModelForces
 from gnnmd.lammps.engine import (
     check_lammps_path,
@@ -36,6 +38,7 @@ from gnnmd.lammps.engine import (
     start_lammps,
 )
 from gnnmd.lammps.generate import DEFAULTS
+from gnnmd.lammps.ranks import RankSum, check_box_for_clusters, ghost_commands, world
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
 from gnnmd.progress import hidden
@@ -77,16 +80,6 @@ def _check_out(out: Path, overwrite: bool, data_file: Path) -> None:
     check_lammps_path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace its files")
-
-
-def _check_one_rank() -> None:
-    """The model's callback fills the forces of every atom: one MPI rank, until MD runs across ranks."""
-    ranks = lammps_world_size()
-    if ranks > 1:
-        raise ValueError(
-            f"MD with a model runs on one rank for now, but this is {ranks} MPI ranks (mpiexec -n {ranks}), "
-            "each of which would hold only its own atoms; start it without mpiexec"
-        )
 
 
 def coulomb_settings(info: dict, topology, coulomb: str = "lammps") -> dict | None:
@@ -233,6 +226,47 @@ class _ModelCallback:
         return lammps_failure or (None, None)
 
 
+class _DomainCallback(_ModelCallback):
+    """The callback on each of several MPI ranks (gnnmd.lammps.ranks): the model's share of this rank's
+    atoms (DomainForces) from LAMMPS' local and ghost atoms, then one sum over the ranks of the forces by
+    atom id, the energy, the virial and the failure flags, which every rank joins at every step (a rank
+    that failed too), so all of them stop together at the first failure."""
+
+    def __init__(self, lmp, forces_of: DomainForces, n_atoms: int, bar: tqdm, comm):
+        super().__init__(lmp, forces_of, n_atoms, bar)
+        self.sum = RankSum(comm, n_atoms)
+        self.wall_steps = 0  # steps in which a wall acted on any rank
+
+    def __call__(self, _caller, step, nlocal, tags, x, f):
+        forces, ids, numbers = None, None, np.zeros(12)  # energy, virial (9), wall acted, failed
+        if self.error is None:
+            try:
+                every = nlocal + int(self.lmp.extract_setting("nghost"))
+                ids = np.asarray(self.lmp.numpy.extract_atom("id", nelem=every), dtype=np.int64) - 1
+                forces, energy = self.forces_of(self.lmp.numpy.extract_atom("x", nelem=every), ids, nlocal)
+                numbers[:11] = [energy, *self.forces_of.last_virial.ravel(), self.forces_of.wall_active]
+            except Exception as err:
+                forces, self.failed_at, self.error = None, int(step), err
+        numbers[11] = self.error is not None
+        total, numbers = self.sum(ids, forces, numbers)
+        if numbers[11] == 0 and not (np.all(np.isfinite(total)) and np.all(np.isfinite(numbers))):
+            self.failed_at, self.error, numbers[11] = int(step), FloatingPointError("the model's forces or energy are not finite"), 1  # fmt: skip
+        if numbers[11] > 0:
+            if self.error is None:
+                self.failed_at, self.error = int(step), RuntimeError("the model failed on another MPI rank")
+            f[:nlocal] = 0.0
+            self.lmp.set_internal_variable(_FAILED, 1.0)
+            return
+        f[:nlocal] = total[np.asarray(tags[:nlocal], dtype=np.int64) - 1]
+        v = numbers[1:10].reshape(3, 3)
+        self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
+        self.has_energy = True
+        self.lmp.fix_external_set_energy_global("model", float(numbers[0]))
+        self.wall_steps += int(numbers[10] > 0)
+        self.bar.n = min(int(step), self.bar.total)
+        self.bar.refresh()
+
+
 def _lammps_message(err: Exception) -> str:
     """The first line of a LAMMPS error (MPIAbortException's str() is its repr)."""
     lines = str(getattr(err, "message", None) or err).strip().splitlines()
@@ -267,7 +301,7 @@ def _timed_run(lmp, steps: int, bar: tqdm | None = None) -> tuple[float, tuple[i
 
 
 def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, coulomb: str, run, out: Path,
-                      device: str = "cpu"):  # fmt: skip
+                      device: str = "cpu", precision: str = "float32"):  # fmt: skip
     """What a model run needs before LAMMPS starts, where all that can be wrong with the inputs is found:
     the topology, the model's force function for the callback (with LAMMPS' Coulomb the learned part
     alone, with torch-pme's the sum), the Coulomb settings (coulomb_settings) and the LAMMPS commands."""
@@ -276,16 +310,34 @@ def _model_run_inputs(checkpoint, data_file: Path, allow_unknown_types: bool, co
     topology = read_topology(data_file)
     with_torch_pme = coulomb == "torch-pme"
     checkpoints = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
-    options = dict(electrostatics=with_torch_pme, device=device)
-    if len(checkpoints) > 1:
+    options = dict(electrostatics=with_torch_pme, device=device, precision=precision)
+    ranks = lammps_world_size()
+    if ranks > 1:
+        _check_domain_run(checkpoints, with_torch_pme, device, ranks)
+        forces_of = DomainForces(checkpoints[0], topology, str(data_file), allow_unknown_types, precision=precision)
+    elif len(checkpoints) > 1:
         forces_of = CommitteeForces(checkpoints, topology, str(data_file), allow_unknown_types, **options)
     else:
         forces_of = ModelForces(checkpoints[0], topology, str(data_file), allow_unknown_types, **options)
     electrostatics = coulomb_settings(forces_of.info, topology, coulomb)
     _use_virial(forces_of, run.ensemble, with_torch_pme and electrostatics is not None)
-    _check_one_rank()
     commands = _model_system_commands(data_file, topology, electrostatics)
+    if ranks > 1:
+        commands += ghost_commands(forces_of.ghost_reach)
     return topology, forces_of, electrostatics, commands + _dynamics_commands(run, out, model_fix=True)
+
+
+def _check_domain_run(checkpoints: list, with_torch_pme: bool, device: str, ranks: int) -> None:
+    """What runs on one rank only, refused before LAMMPS starts on several."""
+    why = None
+    if len(checkpoints) > 1:
+        why = "a committee runs on one rank"
+    elif with_torch_pme:
+        why = "torch-pme's Coulomb runs on one rank; LAMMPS' (--coulomb lammps, the default) runs on all"
+    elif device != "cpu":
+        why = f"the model runs on the CPU cores of the ranks, not on --device {device}"
+    if why:
+        raise ValueError(f"MD on {ranks} MPI ranks (mpiexec -n {ranks}): {why}")
 
 
 def _use_virial(forces_of, ensemble: str, torch_pme_coulomb: bool) -> None:
@@ -326,8 +378,10 @@ def run_md(
     progress: bool = True,
     coulomb: str = "lammps",
     device: str = "cpu",
+    precision: str = "float32",
 ) -> dict:
-    """Run `steps` of MD of the system in `data_file` with the model's forces (computed on `device`); write
+    """Run `steps` of MD of the system in `data_file` with the model's forces (computed on `device`, in
+    `precision`: gnnmd.inference.forces.model_dtype); write
     the dump, log, thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
     kept (an equilibrated start); NVT needs a temperature. A PME-trained model's Coulomb part is
     LAMMPS' (`coulomb="lammps"`, pppm) or torch-pme's ("torch-pme"); the summary's `electrostatics`
@@ -340,26 +394,46 @@ def run_md(
     run = _Dynamics(steps, timestep, ensemble, temperature, seed, dump_every, thermo_every, tdamp, pressure, pdamp)
     run.check()
     _check_out(out, overwrite, data_file)
-    inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device)
+    inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device, precision)
     topology, forces_of, electrostatics, commands = inputs
-    with FolderLock(out):  # one writer per output folder
+    comm = world() if isinstance(forces_of, DomainForces) else None
+    root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
+    if comm is not None:
+        comm.Barrier()  # every rank has checked `out` before rank 0 writes into it
+    with FolderLock(out) if root else contextlib.nullcontext():  # one writer per output folder
         out.mkdir(parents=True, exist_ok=True)
         lmp = start_lammps(log=out / "log.lammps")
         _set_up(lmp, commands, data_file, out)
-        n_atoms = topology.n_atoms
-        callback = _ModelCallback(
-            lmp, forces_of, n_atoms, tqdm(total=steps, desc="MD", unit="step", disable=hidden(progress))
-        )
+        bar = tqdm(total=steps, desc="MD", unit="step", disable=hidden(progress) or not root)
+        if comm is None:
+            callback = _ModelCallback(lmp, forces_of, topology.n_atoms, bar)
+        else:
+            _check_cluster_box(lmp, forces_of, data_file)
+            callback = _DomainCallback(lmp, forces_of, topology.n_atoms, bar, comm)
         lmp.set_fix_external_callback("model", callback, None)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failed_at, failure = callback.first_failure(lammps_failure)
-        end_outputs_before(out, failed_at)
-        summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
-                                 (failed_at, failure))  # fmt: skip
-        summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        _log_warnings(out / "log.lammps", summary["warnings"])
-    return summary
+        if comm is not None and forces_of.walls is not None:
+            forces_of.wall_contacts = callback.wall_steps
+        summary = None
+        if root:
+            end_outputs_before(out, failed_at)
+            summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
+                                     (failed_at, failure))  # fmt: skip
+            summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
+            if comm is not None:
+                summary["mpi_ranks"] = comm.size
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            _log_warnings(out / "log.lammps", summary["warnings"])
+    return summary if comm is None else comm.bcast(summary, root=0)
+
+
+def _check_cluster_box(lmp, forces_of: DomainForces, data_file: Path) -> None:
+    try:
+        check_box_for_clusters(_box_matrix(lmp), forces_of.cutoff + forces_of.skin, str(data_file))
+    except ValueError:
+        lmp.close()
+        raise
 
 
 def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds, failure) -> dict:

@@ -1,0 +1,141 @@
+"""The energy model's share of one MPI rank in MD across ranks: forces from the atoms a rank owns and
+the copies of atoms around them that LAMMPS keeps on it.
+
+LAMMPS splits the box into subdomains, one per rank. A rank owns the atoms of its subdomain ("local")
+and keeps current copies of the atoms within the communication cutoff of it ("ghosts", periodic images
+included), so its atoms form an open cluster: no cell, no minimum image. The model's energy is a sum of
+per-atom terms, each a function of the atoms within L x cutoff of its atom (L message-passing layers),
+plus pair terms (prior, walls). A rank computes its share, the per-atom terms of its local atoms and
+half of every pair term a local atom takes part in, from the graph of local and ghost atoms; that needs
+ghosts out to L x cutoff. Its gradient gives forces on local and on ghost atoms; a ghost's force belongs
+to the atom it copies, wherever that is owned, so the forces are summed by global atom id over the
+ranks (gnnmd.lammps.md does that, with the energy and the virial). The shares add up to the model's
+energy, and every force is the exact gradient of it: the same numbers as one rank's, up to rounding.
+
+Redundant alternative, not taken: ghosts out to 2 L x cutoff let a rank differentiate every term that
+touches its atoms and skip the sum, but hold several times more atoms (measured in the README)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gnnmd.data.graphs import GraphBuilder
+from gnnmd.inference.forces import check_types_known, model_dtype
+from gnnmd.inference.tabulated_nequip import TabulatedNequIP
+from gnnmd.models.checkpoint import load_model
+
+
+class DomainForces:
+    """Forces (kcal/mol/A) on a rank's local and ghost atoms, its share of the energy (kcal/mol) and of
+    the virial (3x3, kcal/mol) for the tabulated energy model (nequip). The neighbour list of the cluster
+    is built with cutoff + `skin` (the model computes in `precision`, see model_dtype) and rebuilt when LAMMPS has rebuilt its ghosts (the atoms or their
+    order changed) or an atom moved more than half the skin, as in gnnmd.data.graphs.VerletList."""
+
+    def __init__(self, checkpoint, topology, system: str = "system", allow_unknown_types: bool = False,
+                 skin: float = 1.0, precision: str = "float32"):  # fmt: skip
+        self.model, self.info = load_model(checkpoint)
+        self.model = self.model.to(model_dtype(precision))
+        if not (getattr(self.model, "needs_grad", False) and self.model.family == "nequip"):
+            raise ValueError(
+                f"{checkpoint}: MD across MPI ranks needs an energy model (nequip); this is a "
+                f"{self.info['family']} model, which runs on one rank"
+            )
+        if not allow_unknown_types:
+            check_types_known(topology, self.info["type_table"], str(checkpoint), system)
+        self.engine = TabulatedNequIP(self.model)
+        self.dtype = self.model.type_scale.dtype
+        self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))
+        self.builder = GraphBuilder(topology, self.model.cutoff)
+        self.cutoff, self.skin = float(self.model.cutoff), float(skin)
+        self.layers = len(self.engine.layers)
+        self.virial = True
+        self.last_virial: np.ndarray | None = None
+        self.wall_active = False
+        self.walls = None
+        self._ids: np.ndarray | None = None
+        self.rebuilds = 0
+
+    supports_virial = True
+
+    @property
+    def ghost_reach(self) -> float:
+        """How far (A) around its subdomain a rank needs ghosts: L x cutoff."""
+        return self.layers * self.cutoff
+
+    def __call__(self, positions: np.ndarray, ids: np.ndarray, nlocal: int) -> tuple[np.ndarray, float]:
+        """Forces on all `positions` (local atoms first, then ghosts; `ids` their 0-based atom numbers in
+        the topology) and the rank's share of the energy; its share of the virial in `last_virial`."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if self._stale(positions, ids, nlocal):
+            self._build(positions, np.asarray(ids, dtype=np.int64), nlocal)
+        pos = torch.from_numpy(positions[self.used]).to(self.dtype)
+        vectors = pos.index_select(0, self.j) - pos.index_select(0, self.i)
+        near = torch.nonzero(torch.einsum("pk,pk->p", vectors, vectors) < self.cutoff**2).squeeze(1)
+        i, j, weight = self.i[near], self.j[near], self.weight[near]
+        pairs = self.engine.pairs(i, j, self.pair_class[near], torch.zeros(len(near), 3, dtype=self.dtype), weight)
+        with torch.enable_grad():
+            pos.requires_grad_(True)
+            strain = pos.new_zeros(3, 3, requires_grad=True)
+            energy = self.engine.energy(self.node_atoms, pos, pairs, strain)
+            if self.walls is not None:
+                core, stretch = (t[near] for t in self.walls)
+                r = torch.linalg.vector_norm((pos[j] - pos[i]) @ (torch.eye(3, dtype=pos.dtype) + strain), dim=1)
+                wall = self.engine.wall_energy(r, core, stretch, weight)
+                self.wall_active = bool(wall.detach() > 0)  # on this rank; the caller counts the steps
+                energy = energy + wall
+            g_pos, g_strain = torch.autograd.grad(energy, [pos, strain])
+        derivative = g_strain.double().numpy()
+        self.last_virial = -0.5 * (derivative + derivative.T)
+        forces = np.zeros_like(positions)
+        forces[self.used] = -g_pos.double().numpy()
+        return forces, float(energy.detach())
+
+    def _stale(self, positions: np.ndarray, ids, nlocal: int) -> bool:
+        if self._ids is None or self.nlocal != nlocal or not np.array_equal(self._ids, ids):
+            return True
+        moved = positions - self.reference
+        return float(np.einsum("ij,ij->i", moved, moved).max(initial=0.0)) > (0.5 * self.skin) ** 2
+
+    def _build(self, positions: np.ndarray, ids: np.ndarray, nlocal: int) -> None:
+        """The pairs that the local atoms' share depends on, each once, with their bond classes (by atom
+        id) and shares (half per local end); the atoms they join (`used`, local atoms first), with the
+        per-atom terms of the ghosts switched off."""
+        i, j, distances = self._pairs_needed(positions, nlocal)
+        self.used = np.union1d(np.arange(nlocal), np.concatenate([i, j]))  # sorted: the local atoms come first
+        renumber = np.full(len(positions), -1, dtype=np.int64)
+        renumber[self.used] = np.arange(len(self.used))
+        ids_used, local = ids[self.used], np.arange(len(self.used)) < nlocal
+        i, j = renumber[i], renumber[j]
+        classes = self.builder.edge_classes(ids_used[i], ids_used[j], distances, nearest_only=False)
+        self.i, self.j, self.pair_class = torch.from_numpy(i), torch.from_numpy(j), torch.from_numpy(classes)
+        self.weight = torch.from_numpy(0.5 * (local[i].astype(np.float64) + local[j])).to(self.dtype)
+        index = torch.from_numpy(ids_used)
+        atoms = {key: value.index_select(0, index) for key, value in self.atoms.items() if value.dim() > 0}
+        mask = torch.from_numpy(local).to(self.dtype)
+        atoms["scale"] = atoms["scale"] * mask  # ghosts' own terms belong to the ranks that own them
+        atoms["shift"] = (atoms.pop("shifts") * mask).sum()
+        self.node_atoms = atoms
+        radii = self.engine.wall_radii(atoms, self.i, self.j, self.pair_class)
+        self.walls = None if radii is None else tuple(t.to(self.dtype) for t in radii)
+        self._ids, self.nlocal, self.reference = ids.copy(), nlocal, positions.copy()
+        self.rebuilds += 1
+
+    def _pairs_needed(self, positions: np.ndarray, nlocal: int):
+        """(i, j, distance) of the pairs within cutoff + skin that reach the local atoms' share: messages of
+        layer k matter only for atoms within L - k hops of a local atom, so a pair matters only if one of
+        its atoms is within L - 1 hops (more distant ghosts, most of them, are left out)."""
+        from vesin import NeighborList
+
+        i, j, distances = NeighborList(cutoff=self.cutoff + self.skin, full_list=False).compute(
+            points=positions, box=np.zeros((3, 3)), periodic=False, quantities="ijd"
+        )
+        i, j = i.view(np.int64), j.view(np.int64)
+        inner = np.arange(len(positions)) < nlocal
+        for _ in range(self.layers - 1):
+            grown = inner.copy()
+            grown[i[inner[j]]] = True
+            grown[j[inner[i]]] = True
+            inner = grown
+        keep = inner[i] | inner[j]
+        return i[keep], j[keep], distances[keep]
