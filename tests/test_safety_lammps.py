@@ -234,27 +234,10 @@ def test_rdf_uses_the_frames_before_the_failure_when_allowed(argon_run, tmp_path
     assert report["Ar-Ar"]["integrated_abs_diff"] > 0  # not all five frames
 
 
-# 7. several MPI ranks
-
-
-@pytest.mark.slow  # two Python processes starting torch and MPI: ~10 s
-def test_md_refuses_several_mpi_ranks(argon_run, argon_model, tmp_path):
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    if not mpiexec.is_file():
-        pytest.skip("no mpiexec in this environment")
-    out = tmp_path / "md"
-    data_file = argon_run / "segment_000" / "system.data"
-    command = [str(mpiexec), "-n", "2", sys.executable, "-m", "gnnmd.cli", *_md_args(argon_model, data_file, out, 5)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    assert "gnnmd md: error:" in result.stderr and "Traceback" not in result.stderr
-    assert "2 MPI ranks" in result.stderr and "one rank" in result.stderr
-    assert not out.exists()
+# 7. several MPI ranks: tests/test_md_ranks.py
 
 
 def test_a_second_md_into_the_same_folder_is_refused(argon_run, argon_model, tmp_path, capsys):
-    import subprocess
-    import sys
 
     out = tmp_path / "md"
     code = "import sys, time; from gnnmd.files import FolderLock; FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)"

@@ -38,8 +38,8 @@ class DomainForces:
         self.model = self.model.to(model_dtype(precision))
         if not (getattr(self.model, "needs_grad", False) and self.model.family == "nequip"):
             raise ValueError(
-                f"{checkpoint}: MD across MPI ranks needs an energy model (nequip); this is a "
-                f"{self.info['family']} model, which runs on one rank"
+                f"{checkpoint}: MD on several MPI ranks needs an energy model (nequip); this is a "
+                f"{self.info['family']} model, which runs on one rank (start gnnmd md without mpiexec)"
             )
         if not allow_unknown_types:
             check_types_known(topology, self.info["type_table"], str(checkpoint), system)

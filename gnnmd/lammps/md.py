@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gnnmd.data.reader import read_topology
+from gnnmd.devices import resolve_device
 from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.committee import CommitteeForces
 from gnnmd.inference.domain import DomainForces
@@ -334,7 +335,7 @@ def _check_domain_run(checkpoints: list, with_torch_pme: bool, device: str, rank
         why = "a committee runs on one rank"
     elif with_torch_pme:
         why = "torch-pme's Coulomb runs on one rank; LAMMPS' (--coulomb lammps, the default) runs on all"
-    elif device != "cpu":
+    elif resolve_device(device).type != "cpu":
         why = f"the model runs on the CPU cores of the ranks, not on --device {device}"
     if why:
         raise ValueError(f"MD on {ranks} MPI ranks (mpiexec -n {ranks}): {why}")
@@ -404,13 +405,7 @@ def run_md(
         out.mkdir(parents=True, exist_ok=True)
         lmp = start_lammps(log=out / "log.lammps")
         _set_up(lmp, commands, data_file, out)
-        bar = tqdm(total=steps, desc="MD", unit="step", disable=hidden(progress) or not root)
-        if comm is None:
-            callback = _ModelCallback(lmp, forces_of, topology.n_atoms, bar)
-        else:
-            _check_cluster_box(lmp, forces_of, data_file)
-            callback = _DomainCallback(lmp, forces_of, topology.n_atoms, bar, comm)
-        lmp.set_fix_external_callback("model", callback, None)
+        callback = _callback(lmp, forces_of, topology.n_atoms, steps, progress and root, comm, data_file)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failed_at, failure = callback.first_failure(lammps_failure)
         if comm is not None and forces_of.walls is not None:
@@ -421,19 +416,27 @@ def run_md(
             summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
                                      (failed_at, failure))  # fmt: skip
             summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
-            if comm is not None:
-                summary["mpi_ranks"] = comm.size
+            summary["mpi_ranks"] = 1 if comm is None else comm.size
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             _log_warnings(out / "log.lammps", summary["warnings"])
     return summary if comm is None else comm.bcast(summary, root=0)
 
 
-def _check_cluster_box(lmp, forces_of: DomainForces, data_file: Path) -> None:
-    try:
-        check_box_for_clusters(_box_matrix(lmp), forces_of.cutoff + forces_of.skin, str(data_file))
-    except ValueError:
-        lmp.close()
-        raise
+def _callback(lmp, forces_of, n_atoms: int, steps: int, progress: bool, comm, data_file: Path):
+    """The model's callback, set on the fix: on one rank, or on each of several (`comm`), where the box
+    must be wide enough for a rank's cluster of atoms (check_box_for_clusters)."""
+    bar = tqdm(total=steps, desc="MD", unit="step", disable=hidden(progress))
+    if comm is None:
+        callback = _ModelCallback(lmp, forces_of, n_atoms, bar)
+    else:
+        try:
+            check_box_for_clusters(_box_matrix(lmp), forces_of.cutoff + forces_of.skin, str(data_file))
+        except ValueError:
+            lmp.close()
+            raise
+        callback = _DomainCallback(lmp, forces_of, n_atoms, bar, comm)
+    lmp.set_fix_external_callback("model", callback, None)
+    return callback
 
 
 def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds, failure) -> dict:
