@@ -120,6 +120,9 @@ class DomainForces:
         self.walls = None if radii is None else tuple(t.to(self.dtype) for t in radii)
         self._ids, self.nlocal, self.reference = ids.copy(), nlocal, positions.copy()
         self.rebuilds += 1
+        # what a rank computes on: local atoms, ghosts LAMMPS holds, ghosts the share needs, pairs
+        self.sizes = {"local": nlocal, "ghosts": len(ids) - nlocal, "ghosts_used": len(self.used) - nlocal,
+                      "pairs": len(i)}  # fmt: skip
 
     def _pairs_needed(self, positions: np.ndarray, nlocal: int):
         """(i, j, distance) of the pairs within cutoff + skin that reach the local atoms' share: messages of

@@ -417,6 +417,8 @@ def run_md(
                                      (failed_at, failure))  # fmt: skip
             summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
             summary["mpi_ranks"] = 1 if comm is None else comm.size
+            if comm is not None:  # the first rank's share at its last rebuild
+                summary["rank_0_atoms"] = forces_of.sizes
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             _log_warnings(out / "log.lammps", summary["warnings"])
     return summary if comm is None else comm.bcast(summary, root=0)

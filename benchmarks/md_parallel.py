@@ -1,0 +1,129 @@
+"""MD across MPI ranks: water with the shipped PME model (`gnnmd md` under mpiexec) beside plain LAMMPS
+(SPC/Fw + PPPM) on the same ranks, one thread per rank, at 648 atoms and replicated to ~20k; and NPT
+(water 216, 300 K, 1 atm) with the model against LAMMPS' own NPT density.
+
+    python benchmarks/md_parallel.py --data DATA [--ranks 1 2] [--replicate 1x1x1 4x4x2]
+        [--steps 200 20] [--npt-ps 20] [--work DIR]
+
+DATA: 216-molecule water from `gnnmd generate water`. Each size gets a data file made by LAMMPS'
+`replicate` of DATA's first frame. Model and LAMMPS start from it with velocities at 300 K, NVE. Rows
+(speed, speed-up and parallel efficiency against one rank) go to benchmarks/results/md_parallel.json;
+--npt-ps 0 leaves the NPT row out, and rows already there for other sizes are kept."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from common import RESULTS, SHIPPED_MODELS, write_results
+
+MODEL = SHIPPED_MODELS / "nequip-pme-water" / "best.pt"
+LAMMPS_RUN = """
+import json, sys
+from gnnmd.lammps.md import run_lammps_md
+summary = run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=1,
+                        dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
+"""
+
+
+def replicated(data_file: Path, reps: tuple[int, int, int], work: Path) -> Path:
+    """DATA's system replicated reps times by LAMMPS (write_data), made once."""
+    from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
+
+    out = work / f"water_{'x'.join(map(str, reps))}.data"
+    if not out.exists():
+        lmp = start_lammps()
+        lmp.commands_list(load_system_commands(data_file, "spcfw.ff") + ["replicate {} {} {}".format(*reps)])
+        lmp.command(f"write_data {lammps_path(out)}")
+        lmp.close()
+    return out
+
+
+def _launch(ranks: int, args: list[str]) -> None:
+    """Run a Python command on `ranks` MPI ranks (mpiexec of the mpich wheel beside this Python), one
+    thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    prefix = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks)] if ranks > 1 else []
+    subprocess.run([*prefix, sys.executable, *args], check=True, env=env)
+
+
+def model_run(model: Path, data_file: Path, steps: int, ranks: int, out: Path, ensemble: str = "nve") -> dict:
+    args = ["-m", "gnnmd.cli", "md", "--model", str(model), "--system", str(data_file), "--steps", str(steps)]
+    args += ["--out", str(out), "--temperature", "300", "--dump-every", str(max(steps // 20, 1)), "--overwrite"]
+    _launch(ranks, [*args, "--ensemble", ensemble, "--pressure", "1", "--no-progress"])
+    return json.loads((out / "summary.json").read_text())
+
+
+def lammps_run(data_file: Path, steps: int, ranks: int, out: Path, ensemble: str = "nve") -> dict:
+    _launch(ranks, ["-c", LAMMPS_RUN, str(data_file), str(steps), str(out), ensemble])
+    return json.loads((out / "summary.json").read_text())
+
+
+def speed_rows(model: Path, data_file: Path, steps: int, ranks_list: list[int], work: Path) -> list[dict]:
+    rows = []
+    for ranks in ranks_list:
+        name = f"{data_file.stem}_{ranks}ranks"
+        run = model_run(model, data_file, steps, ranks, work / f"{name}_model")
+        ref = lammps_run(data_file, steps * 10, ranks, work / f"{name}_lammps")
+        rows.append({"atoms": run["atoms"], "ranks": ranks, "threads_per_rank": 1, "steps": steps,
+                     "steps_per_second": run["steps_per_second"], "atom_steps_per_second": run["atom_steps_per_second"],
+                     "lammps_steps_per_second": ref["steps_per_second"], "blown_up": run["blown_up"],
+                     "rank_0_atoms": run.get("rank_0_atoms"), "model": str(model)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        base = next(r for r in rows if r["ranks"] == 1)
+        row["speedup"] = row["steps_per_second"] / base["steps_per_second"]
+        row["parallel_efficiency"] = row["speedup"] / row["ranks"]
+        row["lammps_speedup"] = row["lammps_steps_per_second"] / base["lammps_steps_per_second"]
+        row["speed_ratio_vs_lammps"] = row["steps_per_second"] / row["lammps_steps_per_second"]
+    return rows
+
+
+def npt_row(model: Path, data_file: Path, picoseconds: float, work: Path) -> dict:
+    steps = int(picoseconds * 1000)
+    run = model_run(model, data_file, steps, 1, work / "npt_model", ensemble="npt")
+    ref = lammps_run(data_file, steps, 1, work / "npt_lammps", ensemble="npt")
+    density, ref_density = run["mean_density_g_cm3"], ref["mean_density_g_cm3"]
+    return {"ensemble": "npt", "atoms": run["atoms"], "temperature": 300.0, "pressure_atm": 1.0, "ps": picoseconds,
+            "mean_density_g_cm3": density, "lammps_mean_density_g_cm3": ref_density,
+            "density_error": None if density is None else density / ref_density - 1.0,
+            "mean_temperature": run["mean_temperature"], "lammps_mean_temperature": ref["mean_temperature"],
+            "blown_up": run["blown_up"], "failed_at_step": run["failed_at_step"], "warnings": run["warnings"],
+            "wall_contacts": run["wall_contacts"], "model": str(model)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--replicate", nargs="+", default=["1x1x1", "4x4x2"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[200, 20], help="model steps per size")
+    parser.add_argument("--npt-ps", type=float, default=20.0)
+    parser.add_argument("--work", type=Path, default=Path("md_parallel"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "md_parallel.json")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data_file = args.data / "segment_000" / "system.data"
+    old = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    rows = []
+    for reps, steps in zip(args.replicate, args.steps):
+        system = replicated(data_file, tuple(int(n) for n in reps.split("x")), args.work)
+        rows += speed_rows(args.model, system, steps, args.ranks, args.work)
+    if args.npt_ps > 0:
+        rows.append(npt_row(args.model, data_file, args.npt_ps, args.work))
+    kept = [r for r in old["rows"] if not any(_same(r, n) for n in rows)]
+    write_results(args.out, "md_parallel", kept + rows, threads_per_rank=1)
+
+
+def _same(a: dict, b: dict) -> bool:
+    keys = ("ensemble", "atoms", "ranks")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+if __name__ == "__main__":
+    main()
