@@ -1,6 +1,7 @@
 """MD across MPI ranks: water with the shipped PME model (`gnnmd md` under mpiexec) beside plain LAMMPS
 (SPC/Fw + PPPM) on the same ranks, one thread per rank, at 648 atoms and replicated to ~20k; and NPT
-(water 216, 300 K, 1 atm) with the model against LAMMPS' own NPT density.
+(water 216, 300 K, 1 atm, from a LAMMPS NPT start) with the model (plus the mean-field Lennard-Jones
+beyond its cutoff, --lj-tail) against LAMMPS' own NPT density.
 
     python benchmarks/md_parallel.py --data DATA [--ranks 1 2] [--replicate 1x1x1 4x4x2]
         [--steps 200 20] [--npt-ps 20] [--work DIR]
@@ -19,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from common import RESULTS, SHIPPED_MODELS, write_results
 
 MODEL = SHIPPED_MODELS / "nequip-pme-water" / "best.pt"
@@ -51,10 +53,10 @@ def _launch(ranks: int, args: list[str]) -> None:
     subprocess.run([*prefix, sys.executable, *args], check=True, env=env)
 
 
-def model_run(model: Path, data_file: Path, steps: int, ranks: int, out: Path, ensemble: str = "nve") -> dict:
+def model_run(model: Path, data_file: Path, steps: int, ranks: int, out: Path, ensemble="nve", extra=()) -> dict:
     args = ["-m", "gnnmd.cli", "md", "--model", str(model), "--system", str(data_file), "--steps", str(steps)]
     args += ["--out", str(out), "--temperature", "300", "--dump-every", str(max(steps // 20, 1)), "--overwrite"]
-    _launch(ranks, [*args, "--ensemble", ensemble, "--pressure", "1", "--no-progress"])
+    _launch(ranks, [*args, "--ensemble", ensemble, "--pressure", "1", "--no-progress", *extra])
     return json.loads((out / "summary.json").read_text())
 
 
@@ -83,14 +85,43 @@ def speed_rows(model: Path, data_file: Path, steps: int, ranks_list: list[int], 
     return rows
 
 
-def npt_row(model: Path, data_file: Path, picoseconds: float, work: Path) -> dict:
+def npt_start(data_file: Path, picoseconds: float, out: Path) -> Path:
+    """DATA's system after LAMMPS' own NPT (300 K, 1 atm) for `picoseconds`: the density LAMMPS holds."""
+    from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
+
+    start = out / "npt_start.data"
+    if not start.exists():
+        lmp = start_lammps(log=out / "npt_start.log")
+        lmp.commands_list(load_system_commands(data_file, "spcfw.ff") + [
+            "velocity all create 300 7 mom yes rot yes dist gaussian", "timestep 1.0",
+            "fix npt all npt temp 300 300 100 iso 1 1 1000", f"run {int(picoseconds * 1000)}",
+            f"write_data {lammps_path(start)}"])  # fmt: skip
+        lmp.close()
+    return start
+
+
+def late_density(out: Path, atoms_mass: float) -> float:
+    """Mean density (g/cm^3) over the second half of a run's thermo.txt (volume: its 7th column)."""
+    volume = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)[:, 6]
+    return float(atoms_mass / volume[len(volume) // 2 :].mean() * 1.66053907)
+
+
+def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, work: Path) -> dict:
+    """Model NPT (with the Lennard-Jones tail beyond its cutoff) and LAMMPS NPT from the same LAMMPS-
+    equilibrated start: densities over the second half of each run."""
+    from gnnmd.data.reader import read_topology
+
+    start = npt_start(data_file, 10.0, work)
+    topology = read_topology(start)
+    mass = float(np.asarray(topology.table_masses)[topology.types].sum())
     steps = int(picoseconds * 1000)
-    run = model_run(model, data_file, steps, 1, work / "npt_model", ensemble="npt")
-    ref = lammps_run(data_file, steps, 1, work / "npt_lammps", ensemble="npt")
-    density, ref_density = run["mean_density_g_cm3"], ref["mean_density_g_cm3"]
+    extra = [] if lj_tail <= 0 else ["--lj-tail", str(lj_tail)]
+    run = model_run(model, start, steps, 1, work / "npt_model", "npt", extra)
+    ref = lammps_run(start, steps, 1, work / "npt_lammps", ensemble="npt")
+    density, ref_density = late_density(work / "npt_model", mass), late_density(work / "npt_lammps", mass)
     return {"ensemble": "npt", "atoms": run["atoms"], "temperature": 300.0, "pressure_atm": 1.0, "ps": picoseconds,
-            "mean_density_g_cm3": density, "lammps_mean_density_g_cm3": ref_density,
-            "density_error": None if density is None else density / ref_density - 1.0,
+            "lj_tail": run.get("lj_tail"), "density_g_cm3": density, "lammps_density_g_cm3": ref_density,
+            "density_error": density / ref_density - 1.0, "density_over": "second half of each run",
             "mean_temperature": run["mean_temperature"], "lammps_mean_temperature": ref["mean_temperature"],
             "blown_up": run["blown_up"], "failed_at_step": run["failed_at_step"], "warnings": run["warnings"],
             "wall_contacts": run["wall_contacts"], "model": str(model)}  # fmt: skip
@@ -104,6 +135,7 @@ def main() -> None:
     parser.add_argument("--replicate", nargs="+", default=["1x1x1", "4x4x2"])
     parser.add_argument("--steps", type=int, nargs="+", default=[200, 20], help="model steps per size")
     parser.add_argument("--npt-ps", type=float, default=20.0)
+    parser.add_argument("--lj-tail", type=float, default=10.0, help="gnnmd md --lj-tail of the NPT row (0: none)")
     parser.add_argument("--work", type=Path, default=Path("md_parallel"))
     parser.add_argument("--out", type=Path, default=RESULTS / "md_parallel.json")
     args = parser.parse_args()
@@ -115,13 +147,13 @@ def main() -> None:
         system = replicated(data_file, tuple(int(n) for n in reps.split("x")), args.work)
         rows += speed_rows(args.model, system, steps, args.ranks, args.work)
     if args.npt_ps > 0:
-        rows.append(npt_row(args.model, data_file, args.npt_ps, args.work))
+        rows.append(npt_row(args.model, data_file, args.npt_ps, args.lj_tail, args.work))
     kept = [r for r in old["rows"] if not any(_same(r, n) for n in rows)]
     write_results(args.out, "md_parallel", kept + rows, threads_per_rank=1)
 
 
 def _same(a: dict, b: dict) -> bool:
-    keys = ("ensemble", "atoms", "ranks")
+    keys = ("ensemble", "atoms", "ranks", "lj_tail")
     return all(a.get(k) == b.get(k) for k in keys)
 
 

@@ -66,6 +66,13 @@ def add_md(sub) -> None:
         default="float32",
         help="the model's arithmetic: float32 (fast) or float64 (forces the same to ~1e-10 on any number of MPI ranks)",
     )
+    p.add_argument(
+        "--lj-tail",
+        type=float,
+        metavar="R",
+        help="add the mean-field Lennard-Jones energy and pressure of pairs between the model's cutoff and R "
+        "(A: the reference force field's LJ cutoff, 10 for SPC/Fw), which a short cutoff cannot see; for NPT",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_md_command)
@@ -92,6 +99,7 @@ def run_md_command(args) -> int:
         device=args.device,
         pressure=args.pressure,
         precision=args.precision,
+        lj_tail=args.lj_tail,
     )
     if mpi_rank() != 0:  # under mpiexec every rank has the summary; the first speaks
         return 1 if summary["blown_up"] else 0

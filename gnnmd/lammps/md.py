@@ -31,6 +31,7 @@ from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.committee import CommitteeForces
 from gnnmd.inference.domain import DomainForces
 from gnnmd.inference.forces import ModelForces
+from gnnmd.inference.lj_tail import LennardJonesTail, for_topology
 from gnnmd.lammps.engine import (
     check_lammps_path,
     lammps_path,
@@ -182,6 +183,7 @@ class _ModelCallback:
 
     def __init__(self, lmp, forces_of: ModelForces | CommitteeForces, n_atoms: int, bar: tqdm):
         self.lmp, self.forces_of, self.n_atoms, self.bar = lmp, forces_of, n_atoms, bar
+        self.tail: LennardJonesTail | None = None  # the Lennard-Jones beyond the model's cutoff (mean field)
         self.failed_at: int | None = None
         self.error: BaseException | None = None
         self.has_energy = False
@@ -195,25 +197,33 @@ class _ModelCallback:
             order = np.asarray(tags, dtype=np.int64) - 1
             positions = np.empty((self.n_atoms, 3))
             positions[order] = x[:nlocal]
-            forces, energy = self.forces_of(positions, _box_matrix(self.lmp))
+            cell = _box_matrix(self.lmp)
+            forces, energy = self.forces_of(positions, cell)
             if not np.all(np.isfinite(forces)) or (energy is not None and not np.isfinite(energy)):
                 raise FloatingPointError("the model's forces or energy are not finite")
             f[:nlocal] = forces[order]
-            if getattr(self.forces_of, "virial", False):  # the model's virial into LAMMPS' pressure (and NPT)
-                v = self.forces_of.last_virial
-                self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
             deviation = getattr(self.forces_of, "last_deviation", None)
             if deviation is not None:
                 self.deviations.append((int(step), float(deviation.max()), float(deviation.mean())))
-            if energy is not None:
-                self.has_energy = True
-                self.lmp.fix_external_set_energy_global("model", energy)
+            virial = self.forces_of.last_virial if getattr(self.forces_of, "virial", False) else None
+            self._hand_over(energy, virial, cell)
             self.bar.n = min(int(step), self.bar.total)
             self.bar.refresh()
         except Exception as err:
             self.failed_at, self.error = int(step), err
             f[:nlocal] = 0.0
             self.lmp.set_internal_variable(_FAILED, 1.0)
+
+    def _hand_over(self, energy: float | None, virial: np.ndarray | None, cell: np.ndarray) -> None:
+        """The model's energy (kcal/mol) and virial (3x3; None: none) of the whole system, plus the
+        Lennard-Jones tail's if set, to LAMMPS: its potential energy and pressure (and NPT) take them."""
+        volume = abs(float(np.linalg.det(cell)))
+        if virial is not None:
+            v = virial + (self.tail.virial(volume) if self.tail is not None else 0.0)
+            self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
+        if energy is not None:
+            self.has_energy = True
+            self.lmp.fix_external_set_energy_global("model", energy + (self.tail.energy(volume) if self.tail else 0.0))
 
     @property
     def failure(self) -> str | None:
@@ -259,10 +269,7 @@ class _DomainCallback(_ModelCallback):
             self.lmp.set_internal_variable(_FAILED, 1.0)
             return
         f[:nlocal] = total[np.asarray(tags[:nlocal], dtype=np.int64) - 1]
-        v = numbers[1:10].reshape(3, 3)
-        self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
-        self.has_energy = True
-        self.lmp.fix_external_set_energy_global("model", float(numbers[0]))
+        self._hand_over(float(numbers[0]), numbers[1:10].reshape(3, 3), _box_matrix(self.lmp))
         self.wall_steps += int(numbers[10] > 0)
         self.bar.n = min(int(step), self.bar.total)
         self.bar.refresh()
@@ -380,9 +387,11 @@ def run_md(
     coulomb: str = "lammps",
     device: str = "cpu",
     precision: str = "float32",
+    lj_tail: float | None = None,
 ) -> dict:
     """Run `steps` of MD of the system in `data_file` with the model's forces (computed on `device`, in
-    `precision`: gnnmd.inference.forces.model_dtype); write
+    `precision`: gnnmd.inference.forces.model_dtype), plus the mean-field Lennard-Jones between the model's
+    cutoff and `lj_tail` (A, the reference's LJ cutoff; gnnmd.inference.lj_tail) if given; write
     the dump, log, thermo table and summary.json into `out`. With no `temperature` the data file's velocities are
     kept (an equilibrated start); NVT needs a temperature. A PME-trained model's Coulomb part is
     LAMMPS' (`coulomb="lammps"`, pppm) or torch-pme's ("torch-pme"); the summary's `electrostatics`
@@ -397,6 +406,8 @@ def run_md(
     _check_out(out, overwrite, data_file)
     inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device, precision)
     topology, forces_of, electrostatics, commands = inputs
+    if lj_tail is not None and not forces_of.virial:
+        raise ValueError("--lj-tail adds to the model's energy and virial, which this model has none of in MD")
     comm = world() if isinstance(forces_of, DomainForces) else None
     root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
     if comm is not None:
@@ -406,6 +417,8 @@ def run_md(
         lmp = start_lammps(log=out / "log.lammps")
         _set_up(lmp, commands, data_file, out)
         callback = _callback(lmp, forces_of, topology.n_atoms, steps, progress and root, comm, data_file)
+        if lj_tail is not None:
+            callback.tail = for_topology(topology, float(forces_of.info["cutoff"]), lj_tail)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failed_at, failure = callback.first_failure(lammps_failure)
         if comm is not None and forces_of.walls is not None:
@@ -417,11 +430,19 @@ def run_md(
                                      (failed_at, failure))  # fmt: skip
             summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
             summary["mpi_ranks"] = 1 if comm is None else comm.size
+            summary["lj_tail"] = _tail_record(callback.tail, summary["mean_volume"])
             if comm is not None:  # the first rank's share at its last rebuild
                 summary["rank_0_atoms"] = forces_of.sizes
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
             _log_warnings(out / "log.lammps", summary["warnings"])
     return summary if comm is None else comm.bcast(summary, root=0)
+
+
+def _tail_record(tail: LennardJonesTail | None, volume: float | None) -> dict | None:
+    if tail is None:
+        return None
+    pressure = None if volume is None else tail.pressure_atm(volume)
+    return {"from": tail.inner, "to": tail.outer, "pressure_atm_at_mean_volume": pressure}
 
 
 def _callback(lmp, forces_of, n_atoms: int, steps: int, progress: bool, comm, data_file: Path):
