@@ -54,6 +54,7 @@ class DomainForces:
         self.wall_active = False
         self.walls = None
         self._ids: np.ndarray | None = None
+        self.periodic, self.cell = (False, False, False), np.zeros((3, 3))
         self.rebuilds = 0
 
     supports_virial = True
@@ -63,24 +64,31 @@ class DomainForces:
         """How far (A) around its subdomain a rank needs ghosts: L x cutoff."""
         return self.layers * self.cutoff
 
-    def __call__(self, positions: np.ndarray, ids: np.ndarray, nlocal: int) -> tuple[np.ndarray, float]:
+    def __call__(self, positions: np.ndarray, ids: np.ndarray, nlocal: int, cell: np.ndarray | None = None,
+                 periodic=(False, False, False)) -> tuple[np.ndarray, float]:  # fmt: skip
         """Forces on all `positions` (local atoms first, then ghosts; `ids` their 0-based atom numbers in
-        the topology) and the rank's share of the energy; its share of the virial in `last_virial`."""
+        the topology) and the rank's share of the energy; its share of the virial in `last_virial`.
+        `periodic`: the box directions along which this rank holds the whole (orthogonal) `cell`: there
+        the cluster is periodic and the ghosts that are images of its own atoms are left out."""
         positions = np.asarray(positions, dtype=np.float64)
-        if self._stale(positions, ids, nlocal):
-            self._build(positions, np.asarray(ids, dtype=np.int64), nlocal)
+        periodic = tuple(bool(p) for p in periodic) if cell is not None else (False, False, False)
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        if self._stale(positions, ids, nlocal, cell, periodic):
+            self._build(positions, np.asarray(ids, dtype=np.int64), nlocal, cell, periodic)
         pos = torch.from_numpy(positions[self.used]).to(self.dtype)
-        vectors = pos.index_select(0, self.j) - pos.index_select(0, self.i)
+        vectors = pos.index_select(0, self.j) - pos.index_select(0, self.i) + self.shift_vectors
         near = torch.nonzero(torch.einsum("pk,pk->p", vectors, vectors) < self.cutoff**2).squeeze(1)
         i, j, weight = self.i[near], self.j[near], self.weight[near]
-        pairs = self.engine.pairs(i, j, self.pair_class[near], torch.zeros(len(near), 3, dtype=self.dtype), weight)
+        shifts = self.shift_vectors[near]
+        pairs = self.engine.pairs(i, j, self.pair_class[near], shifts, weight)
         with torch.enable_grad():
             pos.requires_grad_(True)
             strain = pos.new_zeros(3, 3, requires_grad=True)
             energy = self.engine.energy(self.node_atoms, pos, pairs, strain)
             if self.walls is not None:
                 core, stretch = (t[near] for t in self.walls)
-                r = torch.linalg.vector_norm((pos[j] - pos[i]) @ (torch.eye(3, dtype=pos.dtype) + strain), dim=1)
+                between = pos[j] - pos[i] + shifts
+                r = torch.linalg.vector_norm(between @ (torch.eye(3, dtype=pos.dtype) + strain), dim=1)
                 wall = self.engine.wall_energy(r, core, stretch, weight)
                 self.wall_active = bool(wall.detach() > 0)  # on this rank; the caller counts the steps
                 energy = energy + wall
@@ -91,24 +99,29 @@ class DomainForces:
         forces[self.used] = -g_pos.double().numpy()
         return forces, float(energy.detach())
 
-    def _stale(self, positions: np.ndarray, ids, nlocal: int) -> bool:
+    def _stale(self, positions: np.ndarray, ids, nlocal: int, cell, periodic) -> bool:
         if self._ids is None or self.nlocal != nlocal or not np.array_equal(self._ids, ids):
+            return True
+        if periodic != self.periodic or (any(periodic) and not np.array_equal(cell, self.cell)):
             return True
         moved = positions - self.reference
         return float(np.einsum("ij,ij->i", moved, moved).max(initial=0.0)) > (0.5 * self.skin) ** 2
 
-    def _build(self, positions: np.ndarray, ids: np.ndarray, nlocal: int) -> None:
-        """The pairs that the local atoms' share depends on, each once, with their bond classes (by atom
-        id) and shares (half per local end); the atoms they join (`used`, local atoms first), with the
-        per-atom terms of the ghosts switched off."""
-        i, j, distances = self._pairs_needed(positions, nlocal)
-        self.used = np.union1d(np.arange(nlocal), np.concatenate([i, j]))  # sorted: the local atoms come first
-        renumber = np.full(len(positions), -1, dtype=np.int64)
-        renumber[self.used] = np.arange(len(self.used))
-        ids_used, local = ids[self.used], np.arange(len(self.used)) < nlocal
+    def _build(self, positions: np.ndarray, ids: np.ndarray, nlocal: int, cell, periodic) -> None:
+        """The pairs that the local atoms' share depends on, each once, with their shifts (periodic
+        directions), bond classes (by atom id) and shares (half per local end); the atoms they join
+        (`used`, local atoms first), with the per-atom terms of the ghosts switched off."""
+        kept = _one_copy(positions, ids, nlocal, periodic)
+        i, j, shifts, distances = self._pairs_needed(positions[kept], nlocal, cell, periodic)
+        used = np.union1d(np.arange(nlocal), np.concatenate([i, j]))  # sorted: the local atoms come first
+        renumber = np.full(len(kept), -1, dtype=np.int64)
+        renumber[used] = np.arange(len(used))
+        self.used = kept[used]
+        ids_used, local = ids[self.used], np.arange(len(used)) < nlocal
         i, j = renumber[i], renumber[j]
         classes = self.builder.edge_classes(ids_used[i], ids_used[j], distances, nearest_only=False)
         self.i, self.j, self.pair_class = torch.from_numpy(i), torch.from_numpy(j), torch.from_numpy(classes)
+        self.shift_vectors = torch.from_numpy(shifts @ cell).to(self.dtype)
         self.weight = torch.from_numpy(0.5 * (local[i].astype(np.float64) + local[j])).to(self.dtype)
         index = torch.from_numpy(ids_used)
         atoms = {key: value.index_select(0, index) for key, value in self.atoms.items() if value.dim() > 0}
@@ -119,19 +132,20 @@ class DomainForces:
         radii = self.engine.wall_radii(atoms, self.i, self.j, self.pair_class)
         self.walls = None if radii is None else tuple(t.to(self.dtype) for t in radii)
         self._ids, self.nlocal, self.reference = ids.copy(), nlocal, positions.copy()
+        self.cell, self.periodic = cell.copy(), periodic
         self.rebuilds += 1
         # what a rank computes on: local atoms, ghosts LAMMPS holds, ghosts the share needs, pairs
-        self.sizes = {"local": nlocal, "ghosts": len(ids) - nlocal, "ghosts_used": len(self.used) - nlocal,
-                      "pairs": len(i)}  # fmt: skip
+        self.sizes = {"local": nlocal, "ghosts": len(ids) - nlocal, "ghosts_used": len(used) - nlocal,
+                      "pairs": len(i), "periodic": list(periodic)}  # fmt: skip
 
-    def _pairs_needed(self, positions: np.ndarray, nlocal: int):
-        """(i, j, distance) of the pairs within cutoff + skin that reach the local atoms' share: messages of
-        layer k matter only for atoms within L - k hops of a local atom, so a pair matters only if one of
-        its atoms is within L - 1 hops (more distant ghosts, most of them, are left out)."""
+    def _pairs_needed(self, positions: np.ndarray, nlocal: int, cell, periodic):
+        """(i, j, integer shifts, distance) of the pairs within cutoff + skin that reach the local atoms'
+        share: messages of layer k matter only for atoms within L - k hops of a local atom, so a pair
+        matters only if one of its atoms is within L - 1 hops (more distant ghosts are left out)."""
         from vesin import NeighborList
 
-        i, j, distances = NeighborList(cutoff=self.cutoff + self.skin, full_list=False).compute(
-            points=positions, box=np.zeros((3, 3)), periodic=False, quantities="ijd"
+        i, j, shifts, distances = NeighborList(cutoff=self.cutoff + self.skin, full_list=False).compute(
+            points=positions, box=cell, periodic=list(periodic), quantities="ijSd"
         )
         i, j = i.view(np.int64), j.view(np.int64)
         inner = np.arange(len(positions)) < nlocal
@@ -141,4 +155,17 @@ class DomainForces:
             grown[j[inner[i]]] = True
             inner = grown
         keep = inner[i] | inner[j]
-        return i[keep], j[keep], distances[keep]
+        return i[keep], j[keep], shifts[keep].astype(np.float64), distances[keep]
+
+
+def _one_copy(positions: np.ndarray, ids: np.ndarray, nlocal: int, periodic) -> np.ndarray:
+    """Indices of the atoms to keep: every local atom, and one ghost per atom id and position along the
+    non-periodic directions (LAMMPS makes an image along a direction by adding the box length there
+    alone, so the images of one copy share its other coordinates exactly). With no periodic direction
+    every ghost is kept."""
+    if not any(periodic):
+        return np.arange(len(ids))
+    fixed = positions[:, [d for d in range(3) if not periodic[d]]]
+    keys = np.concatenate([ids[:, None].astype(np.float64), fixed], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)  # the first copy: a local atom where there is one
+    return np.sort(first)

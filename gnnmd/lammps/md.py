@@ -247,6 +247,8 @@ class _DomainCallback(_ModelCallback):
         super().__init__(lmp, forces_of, n_atoms, bar)
         self.sum = RankSum(comm, n_atoms)
         self.wall_steps = 0  # steps in which a wall acted on any rank
+        # the directions LAMMPS does not divide (one rank across): each rank holds the whole box there
+        self.whole_box = tuple(int(n) == 1 for n in lmp.extract_global("procgrid"))
 
     def __call__(self, _caller, step, nlocal, tags, x, f):
         forces, ids, numbers = None, None, np.zeros(12)  # energy, virial (9), wall acted, failed
@@ -254,7 +256,10 @@ class _DomainCallback(_ModelCallback):
             try:
                 every = nlocal + int(self.lmp.extract_setting("nghost"))
                 ids = np.asarray(self.lmp.numpy.extract_atom("id", nelem=every), dtype=np.int64) - 1
-                forces, energy = self.forces_of(self.lmp.numpy.extract_atom("x", nelem=every), ids, nlocal)
+                cell = _box_matrix(self.lmp)
+                periodic = self.whole_box if not (cell - np.diag(np.diag(cell))).any() else (False, False, False)
+                positions = self.lmp.numpy.extract_atom("x", nelem=every)
+                forces, energy = self.forces_of(positions, ids, nlocal, cell, periodic)
                 numbers[:11] = [energy, *self.forces_of.last_virial.ravel(), self.forces_of.wall_active]
             except Exception as err:
                 forces, self.failed_at, self.error = None, int(step), err
