@@ -7,8 +7,9 @@ from gnnmd.models.base import ForceModel
 from gnnmd.models.eqforce import EqForce
 from gnnmd.models.mpnn import MPNN
 from gnnmd.models.nequip import NequIP
+from gnnmd.models.states import StatesNequIP
 
-MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce, "nequip": NequIP}
+MODELS: dict[str, type[ForceModel]] = {"mpnn": MPNN, "eqforce": EqForce, "nequip": NequIP, "csnequip": StatesNequIP}
 
 
 def build_model(family: str, **hyper) -> ForceModel:
@@ -23,4 +24,4 @@ def build_model(family: str, **hyper) -> ForceModel:
         raise ValueError(f"bad hyper-parameters (--hyper) for {family} ({given}): {err}") from err
 
 
-__all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "NequIP", "build_model"]
+__all__ = ["MODELS", "EqForce", "ForceModel", "MPNN", "NequIP", "StatesNequIP", "build_model"]

@@ -290,6 +290,9 @@ class NequIP(ForceModel):
             energies = self.atomic_energies(
                 batch.x.to(dtype), batch.edge_attr[:, BOND_ONEHOT].to(dtype), vectors, sender, receiver
             )
+            pairs = self.pair_energies(batch, pos, cell, graph)
+            if pairs is not None:
+                energies = energies + pairs
             energy = torch.zeros(n_graphs, dtype=dtype, device=pos.device).index_add(0, graph, energies)
             grad = None
             if energy.requires_grad:  # not when nothing depends on positions or parameters
@@ -299,6 +302,10 @@ class NequIP(ForceModel):
         if not create_graph:
             energy = energy.detach()
         return {"energy": energy, "forces": -grad}
+
+    def pair_energies(self, batch, pos, cell, graph) -> torch.Tensor | None:
+        """Per-atom energies of terms beyond the graph (gnnmd.models.states); None: none."""
+        return None
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
         """Checkpoints from before the walls load without them (radius 0)."""

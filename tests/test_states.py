@@ -1,0 +1,99 @@
+"""The corresponding-states model (csnequip, gnnmd.models.states): forces are the gradient of its energy,
+its pair part obeys corresponding states exactly (a system with every length times a and every epsilon
+times b has b times the pair energy), and it refuses a system it cannot represent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnnmd.data import load_frames
+from gnnmd.data.graphs import GraphBuilder
+from gnnmd.models import build_model
+
+
+def _model(frames, **hyper):
+    torch.manual_seed(0)
+    model = build_model("csnequip", channels=8, layers=2, l_max=1, cutoff=3.0, **hyper).double()
+    model.fit_priors(frames)
+    return model.eval()
+
+
+def _graph(frames, k: int, positions=None, cell=None, features=None):
+    builder = GraphBuilder(frames.topology, 3.0)
+    positions = frames.positions[k].astype(np.float64) if positions is None else positions
+    cell = frames.cells[k].astype(np.float64) if cell is None else cell
+    graph = builder(positions, cell)
+    graph.pos, graph.cell = torch.tensor(positions), torch.tensor(cell).reshape(1, 3, 3)
+    if features is not None:
+        graph.x = torch.tensor(features)
+    return graph
+
+
+def test_forces_are_minus_the_gradient_of_the_energy(water_run):
+    frames = load_frames(water_run)
+    model = _model(frames)
+    positions = frames.positions[2].astype(np.float64)
+    forces = model(_graph(frames, 2))["forces"].numpy()
+    step = 1e-5
+    for atom, axis in ((0, 0), (4, 1), (40, 2)):
+        plus, minus = positions.copy(), positions.copy()
+        plus[atom, axis] += step
+        minus[atom, axis] -= step
+        energies = [float(model(_graph(frames, 2, positions=p))["energy"]) for p in (plus, minus)]
+        assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * step), rel=1e-5, abs=1e-7)
+    assert np.abs(forces).mean() > 1e-3
+
+
+def test_pair_part_obeys_corresponding_states(argon_run):
+    """Argon with lengths x 1.3 and epsilon x 2: the pair energy doubles and forces scale by 2 / 1.3."""
+    frames = load_frames(argon_run)
+    model = _model(frames)
+    model.pair_core.fill_(0.0)  # the wall is absolute in stiffness: leave it out of the scaling
+    features = frames.topology.node_features.astype(np.float64)
+    scaled = features * np.array([1.0, 2.0, 1.3])
+    graphs = [
+        _graph(frames, 1, features=features),
+        _graph(
+            frames,
+            1,
+            positions=frames.positions[1] * np.float64(1.3),
+            cell=frames.cells[1] * np.float64(1.3),
+            features=scaled,
+        ),
+    ]
+    base, other = (model(g) for g in graphs)
+    # argon has no molecular edges: all its forces are the pair part's
+    assert torch.allclose(other["forces"], base["forces"] * 2.0 / 1.3, rtol=1e-9, atol=1e-12)
+    assert np.abs(base["forces"].numpy()).mean() > 1e-4
+    zeros = torch.zeros(len(features), dtype=torch.long)
+    pair = [float(model.pair_energies(g, g.pos, g.cell, zeros).sum()) for g in graphs]
+    assert pair[1] == pytest.approx(2.0 * pair[0], rel=1e-9) and abs(pair[0]) > 1e-6
+
+
+def test_the_pair_part_reaches_beyond_the_graph(water_run):
+    """Its pairs are the O-O pairs (epsilon > 0) out to pair_cutoff x sigma, though the graph is 3 A."""
+    from gnnmd.models.states import _pairs_of_graphs
+
+    frames = load_frames(water_run)
+    x = torch.as_tensor(frames.topology.node_features, dtype=torch.float64)
+    pos = torch.as_tensor(frames.positions[0], dtype=torch.float64)
+    cell = torch.as_tensor(frames.cells[0], dtype=torch.float64)[None]
+    ((i, j, shifts),) = list(_pairs_of_graphs(x, pos, cell, torch.zeros(len(pos), dtype=torch.long), 2.5))
+    r = torch.linalg.vector_norm(pos[j] - pos[i] + shifts, dim=1)
+    assert bool((x[i, 1] > 0).all() and (x[j, 1] > 0).all())
+    assert float(r.max()) > 3.0 and float(r.max()) < 2.5 * 3.165
+    oxygen = int((x[:, 1] > 0).sum())
+    assert len(i) > oxygen  # many pairs per O
+
+
+def test_a_molecule_with_two_lennard_jones_atoms_is_refused(water_run):
+    from dataclasses import replace
+
+    frames = load_frames(water_run)
+    topology = replace(frames.topology, epsilon=np.full_like(frames.topology.epsilon, 0.1))
+    frames = replace(frames, topology=topology)  # every atom of a water molecule with epsilon > 0
+    model = build_model("csnequip", channels=8, layers=1, l_max=1, cutoff=3.0)
+    with pytest.raises(ValueError, match="at most one atom with epsilon > 0 per molecule"):
+        model.fit_priors(frames)
