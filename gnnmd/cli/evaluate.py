@@ -43,6 +43,12 @@ def add_evaluate(sub) -> None:
         help="energy models on a gnnmd-generated dataset: also the virial (pressure) against a LAMMPS rerun of "
         "the frames with the dataset's force field",
     )
+    p.add_argument(
+        "--lj-tail",
+        type=float,
+        metavar="R",
+        help="with --stress: add the mean-field Lennard-Jones between the model's cutoff and R A (as gnnmd md --lj-tail)",
+    )
     p.add_argument("--threads", type=int)
     add_device(p)
     p.add_argument("--no-progress", action="store_true")
@@ -75,10 +81,11 @@ def run_evaluate(args) -> int:
     save_evaluation(result, out)
     print(format_table(result, title))
     if args.stress:
-        result["stress"] = _stress(first, args.data, args.split, info)
+        result["stress"] = _stress(first, args.data, args.split, info, args.lj_tail)
         stress = result["stress"]
         print(f"virial MAE {stress['virial_mae_per_atom']:.4f} kcal/mol per atom; pressure (virial part) MAE "
-              f"{stress['pressure_mae_atm']:.0f} atm (mean |P| component {stress['mean_abs_pressure_atm']:.0f} atm)")  # fmt: skip
+              f"{stress['pressure_mae_atm']:.0f} atm (mean |P| component {stress['mean_abs_pressure_atm']:.0f} atm), "
+              f"bias {stress['pressure_bias_atm']:+.0f} atm")  # fmt: skip
         save_evaluation(result, out)
     if "committee" in result:
         from gnnmd.inference.committee import format_committee
@@ -88,7 +95,7 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def _stress(model, data, split: str, info: dict) -> dict:
+def _stress(model, data, split: str, info: dict, lj_tail: float | None = None) -> dict:
     """The model's virial errors against LAMMPS' virial of the same frames (a rerun with the dataset's own
     force field), on the frames of `split`."""
     import tempfile
@@ -109,4 +116,5 @@ def _stress(model, data, split: str, info: dict) -> dict:
         reference = reference_virials(data, work)
     if indices is not None:
         reference = reference[indices]
-    return virial_errors(model_virials(model, frames, indices), reference, frames, indices)
+    errors = virial_errors(model_virials(model, frames, indices, lj_tail), reference, frames, indices)
+    return {**errors, "lj_tail": lj_tail}

@@ -168,9 +168,11 @@ def evaluate_checkpoint(
     return result, info
 
 
-def model_virials(model_path, frames, indices=None) -> np.ndarray:
+def model_virials(model_path, frames, indices=None, lj_tail: float | None = None) -> np.ndarray:
     """The virial (M, 3, 3, kcal/mol) an energy model gives the frames `indices` (all by default): the
-    learned part's (ModelForces) plus, for a PME-trained model, the Coulomb part's."""
+    learned part's (ModelForces) plus, for a PME-trained model, the Coulomb part's, plus the mean-field
+    Lennard-Jones between the model's cutoff and `lj_tail` (A) if given (gnnmd.inference.lj_tail)."""
+    from gnnmd.inference.lj_tail import for_topology
     from gnnmd.models.electrostatics import Electrostatics, has_charges
 
     forces_of = ModelForces(model_path, frames.topology, electrostatics=False, skin=0.0)
@@ -181,12 +183,17 @@ def model_virials(model_path, frames, indices=None) -> np.ndarray:
     coulomb = None
     if pme and has_charges(frames.topology):
         coulomb = Electrostatics.for_system(frames.topology, frames.mean_cell(), pme)
+    tail = None if lj_tail is None else for_topology(frames.topology, float(forces_of.info["cutoff"]), lj_tail)
     out = []
     for k in range(len(frames)) if indices is None else indices:
         positions, cell = frames.positions[k].astype(np.float64), frames.cells[k].astype(np.float64)
         forces_of(positions, cell)
         virial = forces_of.last_virial
-        out.append(virial if coulomb is None else virial + coulomb.virial(positions, cell))
+        if coulomb is not None:
+            virial = virial + coulomb.virial(positions, cell)
+        if tail is not None:
+            virial = virial + tail.virial(abs(float(np.linalg.det(cell))))
+        out.append(virial)
     return np.array(out)
 
 
@@ -199,6 +206,8 @@ def virial_errors(predicted: np.ndarray, reference: np.ndarray, frames, indices=
     return {
         "virial_mae_per_atom": float(np.abs(error).mean() / n_atoms),
         "pressure_mae_atm": float((np.abs(error) / volumes[:, None]).mean() * NKTV2P_REAL),
+        # the mean error of the pressure itself (trace / 3V): a bias, such as interactions beyond the cutoff
+        "pressure_bias_atm": float((error[:, :3].mean(axis=1) / volumes).mean() * NKTV2P_REAL),
         "mean_abs_pressure_atm": float((np.abs(reference[:, rows, cols]) / volumes[:, None]).mean() * NKTV2P_REAL),
         "frames": int(len(predicted)),
     }
