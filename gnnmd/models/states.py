@@ -92,7 +92,7 @@ def _pairs_of_graphs(x, pos, cell, graph, pair_cutoff: float):
     """Per graph of a batch: (i, j, shift vectors) of the pairs of atoms with epsilon > 0 closer than
     pair_cutoff x sigma_ij (a list built with the largest sigma_ij, then trimmed), each pair once (one
     such atom per molecule: _check_no_intramolecular_pairs). Indices are into the batch."""
-    from vesin.torch import NeighborList
+    from vesin_torch import NeighborList
 
     for g in range(cell.shape[0]):
         atoms = torch.nonzero((graph == g) & (x[:, 1] > 0)).squeeze(1)
