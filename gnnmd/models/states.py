@@ -114,8 +114,8 @@ def _pairs_of_graphs(x, pos, cell, graph, pair_cutoff: float):
 def _check_no_intramolecular_pairs(topology) -> None:
     """The pair part is for atoms of different molecules: a molecule with two atoms of epsilon > 0 would
     need the force field's exclusions, which it does not model."""
-    epsilon = np.asarray(topology.node_features)[:, 1]
-    counts = np.bincount(np.asarray(topology.molecules)[epsilon > 0])
+    epsilon, molecules = np.asarray(topology.node_features)[:, 1], np.asarray(topology.molecules)
+    counts = np.bincount(molecules[(epsilon > 0) & (molecules > 0)])  # molecule 0: none (LAMMPS)
     if len(counts) and counts.max() > 1:
         raise ValueError(
             "the corresponding-states model (csnequip) needs at most one atom with epsilon > 0 per molecule; "

@@ -1,0 +1,56 @@
+"""Zero-shot transfer by corresponding states: the shipped corresponding-states model, trained on water
+only, predicts the forces of Lennard-Jones liquids it never saw, made here by LAMMPS and read in with
+`gnnmd import`: one species with parameters neither water nor argon has (eps 0.3 kcal/mol, sigma 3.0 A),
+and a 50/50 mixture where Lorentz-Berthelot mixing decides the cross pair. Its force MAE must stay below
+15% of the liquid's mean |F| (issue: zero-shot transfer)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from gnnmd.cli import main
+from gnnmd.lammps.engine import lammps_path, start_lammps
+
+MODEL = os.environ.get("GNNMD_ZERO_SHOT_MODEL", "benchmarks/models/csnequip-pme-water/best.pt")
+LIQUIDS = {  # name: ((eps, sigma) per type, temperature K, fcc lattice constant A)
+    "eps0.3-sigma3.0": ([(0.3, 3.0)], 113.0, 5.04),
+    "mixture": ([(0.3, 3.0), (0.2, 3.6)], 100.0, 5.55),
+}
+
+
+def _liquid(folder, species, temperature: float, lattice: float):
+    """A Lennard-Jones liquid by LAMMPS (256 atoms, lj/cut 10 A, NVT): a data file with its pair
+    coefficients and a dump of 10 frames with forces."""
+    folder.mkdir(parents=True)
+    lmp = start_lammps(log=folder / "log.lammps")
+    commands = ["units real", "atom_style full", "boundary p p p", f"lattice fcc {lattice}",
+                "region box block 0 4 0 4 0 4", f"create_box {len(species)} box", "create_atoms 1 box",
+                "pair_style lj/cut 10.0", "pair_modify mix arithmetic"]  # fmt: skip
+    for t, (epsilon, sigma) in enumerate(species, start=1):
+        commands += [f"mass {t} 39.948", f"pair_coeff {t} {t} {epsilon} {sigma}"]
+    if len(species) == 2:
+        commands.append("set type 1 type/fraction 2 0.5 4321")
+    dump = lammps_path(folder / "frames.lammpstrj")
+    commands += [f"velocity all create {temperature} 7 dist gaussian", f"fix nvt all nvt temp {temperature} {temperature} 100",
+                 "timestep 2.0", "run 3000", f"dump frames all custom 100 {dump} id type x y z fx fy fz", "run 900",
+                 f"write_data {lammps_path(folder / 'system.data')} pair ii"]  # fmt: skip
+    lmp.commands_list(commands)
+    lmp.close()
+    return folder / "system.data", folder / "frames.lammpstrj"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LIQUIDS))
+def test_water_model_predicts_an_unseen_lennard_jones_liquid(name, tmp_path):
+    data_file, dump = _liquid(tmp_path / "lammps", *LIQUIDS[name])
+    dataset = tmp_path / "liquid"
+    assert main(["import", "--data", str(data_file), "--dump", str(dump), "--out", str(dataset)]) == 0
+    result = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", MODEL, "--data", str(dataset), "--out", str(result), "--no-progress"]) == 0
+    report = json.loads(result.read_text())
+    mae, mean_force = report["force_mae"], report["mean_abs_force"]
+    assert mean_force > 0.3  # a liquid's forces, not a gas's
+    assert mae < 0.15 * mean_force, (mae, mean_force)
