@@ -38,7 +38,7 @@ member() {  # seed: train (or resume) one committee member
 stability() {  # stage model...: NVE at 370, 300 and 400 K, two seeds each, beside LAMMPS from the same starts
   local stage=$1; shift
   "$PYTHON" "$HERE/md_stability.py" --data "$DATA" --stage "$stage" --models "$@" --temperatures 370 300 400 \
-    --seeds 1 2 --picoseconds "$PS" --work "$WORK/stability" --jobs 1
+    --seeds 1 2 --picoseconds "$PS" --work "$WORK/stability" --jobs 2
 }
 MEMBERS=()
 for seed in $SEEDS; do member "$seed" & MEMBERS+=("$WORK/runs/nequip-pme-rep-water-seed$seed/best.pt"); done
@@ -46,8 +46,10 @@ wait
 
 "$GNNMD" learn --data "$DATA" --models "${MEMBERS[@]}" --out "$WORK/learn" --rounds 2 \
   --temperatures 300 370 400 --steps 5000 --epochs 2 --max-frames 20 --jobs "$JOBS" --no-progress
-read -r FINAL GROWN < <("$PYTHON" -c "import json,sys; r=json.load(open(sys.argv[1]))['final']
-print(r['models'][0], r['data'])" "$WORK/learn/report.json")
+read -r FINAL GROWN < <("$PYTHON" -c "import json,sys; r=json.load(open(sys.argv[1]))
+best=min(r['rounds'][-1]['members'] or [{'model': r['final']['models'][0], 'best_val_force_mae': 0}],
+         key=lambda m: m['best_val_force_mae'])   # the member with the lowest validation MAE
+print(best['model'], r['final']['data'])" "$WORK/learn/report.json")
 POLISHED=$WORK/runs/after-polished
 if [ ! -f "$POLISHED/summary.json" ]; then
   AGAIN=--overwrite; ls "$POLISHED"/checkpoints/epoch_*.pt >/dev/null 2>&1 && AGAIN=--resume
