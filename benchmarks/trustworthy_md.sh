@@ -6,7 +6,7 @@
 #
 # 1. a committee: the shipped PME water recipe plus the repulsion prior (--hyper repulsion=1.0), SEEDS (0 1)
 # 2. active learning with the committee at 300, 370 and 400 K (gnnmd learn, NVT exploration)
-# 3. polish: the first member of the final committee fine-tuned POLISH more epochs on the grown dataset
+# 3. polish: the best (val MAE) member of the last round, fine-tuned POLISH more epochs on grown data  
 # 4. stability after active learning ("after"), then of the models before it ("before", "repulsion"),
 #    rows into benchmarks/results/md_stability.json
 set -euo pipefail
