@@ -97,3 +97,14 @@ def test_a_molecule_with_two_lennard_jones_atoms_is_refused(water_run):
     model = build_model("csnequip", channels=8, layers=1, l_max=1, cutoff=3.0)
     with pytest.raises(ValueError, match="at most one atom with epsilon > 0 per molecule"):
         model.fit_priors(frames)
+
+
+def test_figure_of_the_learned_reduced_pair_curve(argon_run, tmp_path):
+    from gnnmd.analysis.figures import plot_reduced_pair_curve
+    from gnnmd.models.checkpoint import save_checkpoint
+
+    frames = load_frames(argon_run)
+    model = _model(frames).float()
+    path = save_checkpoint(tmp_path / "cs.pt", model, type_table=frames.topology.type_table(), normalisation={})
+    figure = plot_reduced_pair_curve(path, tmp_path / "pair.png", "test")
+    assert figure.stat().st_size > 5000

@@ -71,4 +71,40 @@ def run_figures(run_dir: Path, out: Path) -> list[Path]:
         path = out / f"{name}_interactions.png"
         plot_probes(curves, path, f"{name}: learned pair interactions")
         written.append(path)
+    if read_checkpoint(best)["family"] == "csnequip":
+        written.append(plot_reduced_pair_curve(best, out / f"{name}_reduced_pair.png", name))
     return written
+
+
+def plot_reduced_pair_curve(checkpoint: Path, path: Path, title: str = "") -> Path:
+    """A corresponding-states model's learned pair function g(x) (energy / eps_ij against r / sigma_ij)
+    beside the Lennard-Jones curve 4 (x^-12 - x^-6) that water's O-O pairs and argon's both follow in these
+    units, over the reduced distances its training reached (the reduced wall marks the shortest)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from gnnmd.models.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    shortest = float(model.pair_core) / model.core_margin if float(model.pair_core) > 0 else 0.8
+    x = torch.linspace(max(0.7 * shortest, 0.5), model.pair_cutoff, 400, dtype=model.type_scale.dtype)
+    with torch.no_grad():
+        learned = model.pair_function(x).numpy()
+    x = x.numpy()
+    reference = 4 * (x**-12 - x**-6)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(x, reference, "k--", label="Lennard-Jones, 4 (x^-12 - x^-6)")
+    axis.plot(x, learned, label="learned g(x)")
+    axis.axvline(shortest, color="grey", lw=0.8, label="shortest training pair")
+    axis.set_ylim(-1.5, 3.0)
+    axis.set_xlabel("r / sigma_ij")
+    axis.set_ylabel("pair energy / eps_ij")
+    axis.set_title(title or "learned reduced pair curve")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
