@@ -46,6 +46,14 @@ def add_md(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dump-every", type=int, default=10)
+    _add_model_options(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_md_command)
+
+
+def _add_model_options(p) -> None:
+    """How the model meets the system: unknown types, who computes Coulomb, device, precision, LJ tail."""
     p.add_argument(
         "--allow-unknown-types",
         action="store_true",
@@ -73,9 +81,6 @@ def add_md(sub) -> None:
         help="add the mean-field Lennard-Jones energy and pressure of pairs between the model's cutoff and R "
         "(A: the reference force field's LJ cutoff, 10 for SPC/Fw), which a short cutoff cannot see; for NPT",
     )
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_md_command)
 
 
 def run_md_command(args) -> int:

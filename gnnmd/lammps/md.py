@@ -425,21 +425,11 @@ def run_md(
         if lj_tail is not None:
             callback.tail = for_topology(topology, float(forces_of.info["cutoff"]), lj_tail)
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
-        failed_at, failure = callback.first_failure(lammps_failure)
-        if comm is not None and forces_of.walls is not None:
-            forces_of.wall_contacts = callback.wall_steps
+        failure = callback.first_failure(lammps_failure)
         summary = None
         if root:
-            end_outputs_before(out, failed_at)
-            summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds,
-                                     (failed_at, failure))  # fmt: skip
-            summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
-            summary["mpi_ranks"] = 1 if comm is None else comm.size
-            summary["lj_tail"] = _tail_record(callback.tail, summary["mean_volume"])
-            if comm is not None:  # the first rank's share at its last rebuild
-                summary["rank_0_atoms"] = forces_of.sizes
-            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-            _log_warnings(out / "log.lammps", summary["warnings"])
+            summary = _finish(checkpoint, data_file, topology, forces_of, electrostatics, run, out, callback, seconds,
+                              failure, 1 if comm is None else comm.size)  # fmt: skip
     return summary if comm is None else comm.bcast(summary, root=0)
 
 
@@ -465,6 +455,24 @@ def _callback(lmp, forces_of, n_atoms: int, steps: int, progress: bool, comm, da
         callback = _DomainCallback(lmp, forces_of, n_atoms, bar, comm)
     lmp.set_fix_external_callback("model", callback, None)
     return callback
+
+
+def _finish(checkpoint, data_file, topology, forces_of, electrostatics, run, out, callback, seconds, failure,
+            ranks: int) -> dict:  # fmt: skip
+    """On the first rank, after the run: cut the outputs at a failure, write summary.json (_model_summary,
+    with density, ranks and the LJ tail) and the warnings at the end of the log."""
+    end_outputs_before(out, failure[0])
+    if ranks > 1 and forces_of.walls is not None:
+        forces_of.wall_contacts = callback.wall_steps
+    summary = _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds, failure)
+    summary["mean_density_g_cm3"] = _density(topology, summary["mean_volume"])
+    summary["mpi_ranks"] = ranks
+    summary["lj_tail"] = _tail_record(callback.tail, summary["mean_volume"])
+    if ranks > 1:  # the first rank's share at its last rebuild
+        summary["rank_0_atoms"] = forces_of.sizes
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _log_warnings(out / "log.lammps", summary["warnings"])
+    return summary
 
 
 def _model_summary(checkpoint, data_file, forces_of, electrostatics, run, out, callback, seconds, failure) -> dict:
