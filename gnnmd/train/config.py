@@ -59,12 +59,12 @@ class TrainConfig:
         return self.name if self.name is not None else f"{self.model}-{Path(self.data).resolve().name}"
 
     def check(self) -> None:
+        """Refuse options that cannot be meant, before anything is read or written."""
         if self.tensorboard:
             import importlib.util
 
             if importlib.util.find_spec("tensorboard") is None:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
-        """Refuse options that cannot be meant, before anything is read or written."""
         plain_name(self.run_name, "run name (--name)")
         if not (isinstance(self.cutoff, (int, float)) and math.isfinite(self.cutoff) and self.cutoff > 0):
             raise ValueError(f"--cutoff must be a positive number of Angstrom, got {self.cutoff!r}")
