@@ -28,9 +28,10 @@ from gnnmd.models.checkpoint import load_model
 
 class DomainForces:
     """Forces (kcal/mol/A) on a rank's local and ghost atoms, its share of the energy (kcal/mol) and of
-    the virial (3x3, kcal/mol) for the tabulated energy model (nequip). The neighbour list of the cluster
-    is built with cutoff + `skin` (the model computes in `precision`, see model_dtype) and rebuilt when LAMMPS has rebuilt its ghosts (the atoms or their
-    order changed) or an atom moved more than half the skin, as in gnnmd.data.graphs.VerletList."""
+    the virial (3x3, kcal/mol) for the tabulated energy model (nequip), computed in `precision`
+    (model_dtype). The neighbour list of the cluster is built with cutoff + `skin` and rebuilt when LAMMPS
+    has rebuilt its ghosts (the atoms or their order changed) or an atom moved more than half the skin, as
+    in gnnmd.data.graphs.VerletList; the walls are evaluated on the pairs that can reach one until then."""
 
     def __init__(self, checkpoint, topology, system: str = "system", allow_unknown_types: bool = False,
                  skin: float = 1.0, precision: str = "float32"):  # fmt: skip
@@ -85,11 +86,11 @@ class DomainForces:
             pos.requires_grad_(True)
             strain = pos.new_zeros(3, 3, requires_grad=True)
             energy = self.engine.energy(self.node_atoms, pos, pairs, strain)
-            if self.walls is not None:
-                core, stretch = (t[near] for t in self.walls)
-                between = pos[j] - pos[i] + shifts
+            if self.walls is not None:  # the pairs that can reach a wall before the next build
+                wi, wj, wshifts, wweight, core, stretch = self.walls
+                between = pos[wj] - pos[wi] + wshifts
                 r = torch.linalg.vector_norm(between @ (torch.eye(3, dtype=pos.dtype) + strain), dim=1)
-                wall = self.engine.wall_energy(r, core, stretch, weight)
+                wall = self.engine.wall_energy(r, core, stretch, wweight)
                 self.wall_active = bool(wall.detach() > 0)  # on this rank; the caller counts the steps
                 energy = energy + wall
             g_pos, g_strain = torch.autograd.grad(energy, [pos, strain])
@@ -129,8 +130,13 @@ class DomainForces:
         atoms["scale"] = atoms["scale"] * mask  # ghosts' own terms belong to the ranks that own them
         atoms["shift"] = (atoms.pop("shifts") * mask).sum()
         self.node_atoms = atoms
-        radii = self.engine.wall_radii(atoms, self.i, self.j, self.pair_class)
-        self.walls = None if radii is None else tuple(t.to(self.dtype) for t in radii)
+        walls = self.engine.walls_within_reach(atoms, self.i, self.j, self.pair_class, torch.from_numpy(distances),
+                                               self.skin + 1e-3)  # fmt: skip
+        self.walls = None
+        if walls is not None:
+            w, core, stretch = walls
+            self.walls = (self.i[w], self.j[w], self.shift_vectors[w], self.weight[w], core.to(self.dtype),
+                          stretch.to(self.dtype))  # fmt: skip
         self._ids, self.nlocal, self.reference = ids.copy(), nlocal, positions.copy()
         self.cell, self.periodic = cell.copy(), periodic
         self.rebuilds += 1

@@ -146,16 +146,12 @@ class ModelForces:
 
     def _wall_pairs(self):
         """(pairs, core, stretch radii) of the pairs of the neighbour list whose walls can act before the
-        next rebuild (distance within a skin of a wall radius); None if the model has no walls."""
+        next rebuild; None if the model has no walls."""
         verlet = self.verlet
-        radii = self.engine.wall_radii(self.atoms, verlet.i, verlet.j, verlet.pair_class)
-        if radii is None:
-            return None
-        core, stretch = radii
-        distance, reach = torch.from_numpy(verlet.distances).to(self.device)[:, None], verlet.skin + 1e-3
-        maybe = ((distance - reach < core) | ((stretch > 0) & (distance + reach > stretch))).any(dim=1)
-        near = torch.nonzero(maybe).squeeze(1)
-        return near, core[near].to(self.dtype), stretch[near].to(self.dtype)
+        distances = torch.from_numpy(verlet.distances).to(self.device)
+        walls = self.engine.walls_within_reach(self.atoms, verlet.i, verlet.j, verlet.pair_class, distances,
+                                               verlet.skin + 1e-3)  # fmt: skip
+        return None if walls is None else (walls[0], walls[1].to(self.dtype), walls[2].to(self.dtype))
 
 
 class WithCoulomb(torch.nn.Module):

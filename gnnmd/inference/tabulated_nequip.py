@@ -479,6 +479,19 @@ class TabulatedNequIP:
         index = (torch.stack([row[i], row[j]], 1), torch.stack([row[j], row[i]], 1), pair_class[:, None])
         return model.core_radius[index] * fitted, model.stretch_radius[index] * fitted
 
+    def walls_within_reach(self, atoms: dict, i, j, pair_class, distances: torch.Tensor, reach: float):
+        """(pair numbers, core radii, stretch radii) of the pairs whose walls can act while each pair's
+        distance stays within `reach` of `distances` (a neighbour list's distances at its build, `reach`
+        its skin: nothing else can reach a wall before the next build); None if the model has no walls."""
+        radii = self.wall_radii(atoms, i, j, pair_class)
+        if radii is None:
+            return None
+        core, stretch = radii
+        distance = distances[:, None]
+        maybe = ((distance - reach < core) | ((stretch > 0) & (distance + reach > stretch))).any(dim=1)
+        near = torch.nonzero(maybe).squeeze(1)
+        return near, core[near], stretch[near]
+
     def wall_energy(self, r: torch.Tensor, core: torch.Tensor, stretch: torch.Tensor, weight=None) -> torch.Tensor:
         """Total wall energy of pairs at distances r, half from each end (pairs at or beyond the cutoff have
         none: they are not in a graph of the model's cutoff), each pair's times its `weight` if given."""
