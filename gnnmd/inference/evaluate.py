@@ -20,7 +20,7 @@ from gnnmd.inference.forces import ModelForces, with_coulomb
 from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
 from gnnmd.models.checkpoint import load_model
 from gnnmd.progress import hidden
-from gnnmd.units import NKTV2P_REAL
+from gnnmd.units import NKTV2P_REAL, VOIGT_COLUMNS, VOIGT_ROWS
 
 
 def evaluate_model(model, frames, cutoff: float, indices=None, batch_size: int = 1, progress: bool = True) -> dict:
@@ -201,7 +201,7 @@ def virial_errors(predicted: np.ndarray, reference: np.ndarray, frames, indices=
     """Virial MAE per atom (kcal/mol, over the six components) and the matching pressure MAE (atm)."""
     n_atoms = frames.topology.n_atoms
     volumes = np.abs(np.linalg.det(frames.cells[indices if indices is not None else slice(None)].astype(np.float64)))
-    rows, cols = [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]
+    rows, cols = VOIGT_ROWS, VOIGT_COLUMNS
     error = (predicted - reference)[:, rows, cols]
     return {
         "virial_mae_per_atom": float(np.abs(error).mean() / n_atoms),

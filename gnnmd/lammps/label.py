@@ -14,7 +14,7 @@ import numpy as np
 
 from gnnmd.files import atomic_write_text
 from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
-from gnnmd.units import NKTV2P_REAL
+from gnnmd.units import NKTV2P_REAL, VOIGT_COLUMNS, VOIGT_ROWS
 
 
 def dump_timesteps(dump_file) -> list[int]:
@@ -119,9 +119,8 @@ def reference_virials(data_dir, work) -> np.ndarray:
             lmp.close()
         table = np.loadtxt(out / "virial.txt", comments="#", ndmin=2)  # step, pxx pyy pzz pxy pxz pyz, volume
         pressure = table[:, 1:7] * table[:, 7:8] / NKTV2P_REAL
-        index = ([0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2])
         tensors = np.zeros((len(table), 3, 3))
-        tensors[:, index[0], index[1]] = pressure
-        tensors[:, index[1], index[0]] = pressure
+        tensors[:, VOIGT_ROWS, VOIGT_COLUMNS] = pressure
+        tensors[:, VOIGT_COLUMNS, VOIGT_ROWS] = pressure
         virials.append(tensors)
     return np.concatenate(virials)

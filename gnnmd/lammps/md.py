@@ -44,6 +44,7 @@ from gnnmd.lammps.ranks import RankSum, check_box_for_clusters, ghost_commands, 
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
 from gnnmd.progress import hidden
+from gnnmd.units import VOIGT_COLUMNS, VOIGT_ROWS
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
 COULOMB = ("lammps", "torch-pme")  # who computes the Coulomb part of a PME-trained model in MD
@@ -220,7 +221,7 @@ class _ModelCallback:
         volume = abs(float(np.linalg.det(cell)))
         if virial is not None:
             v = virial + (self.tail.virial(volume) if self.tail is not None else 0.0)
-            self.lmp.fix_external_set_virial_global("model", [v[0, 0], v[1, 1], v[2, 2], v[0, 1], v[0, 2], v[1, 2]])
+            self.lmp.fix_external_set_virial_global("model", v[VOIGT_ROWS, VOIGT_COLUMNS].tolist())
         if energy is not None:
             self.has_energy = True
             self.lmp.fix_external_set_energy_global("model", energy + (self.tail.energy(volume) if self.tail else 0.0))
@@ -252,11 +253,11 @@ class _DomainCallback(_ModelCallback):
 
     def __call__(self, _caller, step, nlocal, tags, x, f):
         forces, ids, numbers = None, None, np.zeros(12)  # energy, virial (9), wall acted, failed
+        cell = _box_matrix(self.lmp)
         if self.error is None:
             try:
                 every = nlocal + int(self.lmp.extract_setting("nghost"))
                 ids = np.asarray(self.lmp.numpy.extract_atom("id", nelem=every), dtype=np.int64) - 1
-                cell = _box_matrix(self.lmp)
                 periodic = self.whole_box if not (cell - np.diag(np.diag(cell))).any() else (False, False, False)
                 positions = self.lmp.numpy.extract_atom("x", nelem=every)
                 forces, energy = self.forces_of(positions, ids, nlocal, cell, periodic)
@@ -274,7 +275,7 @@ class _DomainCallback(_ModelCallback):
             self.lmp.set_internal_variable(_FAILED, 1.0)
             return
         f[:nlocal] = total[np.asarray(tags[:nlocal], dtype=np.int64) - 1]
-        self._hand_over(float(numbers[0]), numbers[1:10].reshape(3, 3), _box_matrix(self.lmp))
+        self._hand_over(float(numbers[0]), numbers[1:10].reshape(3, 3), cell)
         self.wall_steps += int(numbers[10] > 0)
         self.bar.n = min(int(step), self.bar.total)
         self.bar.refresh()
