@@ -28,6 +28,19 @@ def write_results(path: Path, benchmark: str, rows: list[dict], **extra) -> None
     print(f"wrote {path}")
 
 
+def evaluation(args: list[str]) -> tuple[str, dict]:
+    """Run `gnnmd evaluate ARGS` (no --out: a temporary file) and return (its command line, its JSON)."""
+    import tempfile
+
+    from gnnmd.cli import main as gnnmd
+
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "eval.json"
+        if gnnmd(["evaluate", *args, "--no-progress", "--out", str(out)]) != 0:
+            raise SystemExit(f"gnnmd evaluate {' '.join(args)} failed")
+        return "gnnmd evaluate " + " ".join(args), json.loads(out.read_text())
+
+
 def memory_kb(field: str) -> int:
     """A field of /proc/self/status in kB: VmRSS (resident now), VmHWM (peak resident)."""
     for line in open("/proc/self/status"):

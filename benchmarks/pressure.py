@@ -7,24 +7,15 @@ Lennard-Jones beyond its cutoff (--lj-tail), into benchmarks/results/pressure.js
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 from pathlib import Path
 
-from common import RESULTS, SHIPPED_MODELS, write_results
-
-from gnnmd.cli import main as gnnmd
+from common import RESULTS, SHIPPED_MODELS, evaluation, write_results
 
 
 def evaluate(model: Path, data: Path, split: str, lj_tail: float | None) -> dict:
-    args = ["evaluate", "--model", str(model), "--data", str(data), "--split", split, "--stress", "--no-progress"]
-    args += [] if lj_tail is None else ["--lj-tail", str(lj_tail)]
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "eval.json"
-        if gnnmd([*args, "--out", str(out)]) != 0:
-            raise SystemExit(f"gnnmd {' '.join(args)} failed")
-        result = json.loads(out.read_text())
-    return {"command": "gnnmd " + " ".join(args), "force_mae": result["force_mae"], **result["stress"]}
+    args = ["--model", str(model), "--data", str(data), "--split", split, "--stress"]
+    command, result = evaluation(args + ([] if lj_tail is None else ["--lj-tail", str(lj_tail)]))
+    return {"command": command, "force_mae": result["force_mae"], **result["stress"]}
 
 
 def main() -> None:

@@ -7,25 +7,16 @@ benchmarks/results/zero_shot.json. (The unseen Lennard-Jones liquids are tests/t
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 from pathlib import Path
 
-from common import RESULTS, SHIPPED_MODELS, write_results
-
-from gnnmd.cli import main as gnnmd
+from common import RESULTS, SHIPPED_MODELS, evaluation, write_results
 
 MODELS = [SHIPPED_MODELS / "csnequip-pme-water" / "best.pt", SHIPPED_MODELS / "nequip-pme-water" / "best.pt"]
 
 
 def evaluate(model: Path, data: Path, split: str) -> dict:
-    args = ["evaluate", "--model", str(model), "--data", str(data), "--split", split, "--no-progress"]
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "eval.json"
-        if gnnmd([*args, "--out", str(out)]) != 0:
-            raise SystemExit(f"gnnmd {' '.join(args)} failed")
-        result = json.loads(out.read_text())
-    return {"command": "gnnmd " + " ".join(args), "family": result["family"], "force_mae": result["force_mae"],
+    command, result = evaluation(["--model", str(model), "--data", str(data), "--split", split])
+    return {"command": command, "family": result["family"], "force_mae": result["force_mae"],
             "mean_abs_force": result["mean_abs_force"], "relative_force_mae": result["relative_force_mae"],
             "frames": result["frames"]}  # fmt: skip
 
