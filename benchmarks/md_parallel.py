@@ -25,10 +25,10 @@ from common import RESULTS, SHIPPED_MODELS, write_results
 
 MODEL = SHIPPED_MODELS / "nequip-pme-water" / "best.pt"
 LAMMPS_RUN = """
-import json, sys
+import sys
 from gnnmd.lammps.md import run_lammps_md
-summary = run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=1,
-                        dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
+run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=1,
+              dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
 """
 
 
