@@ -108,3 +108,58 @@ def test_figure_of_the_learned_reduced_pair_curve(argon_run, tmp_path):
     path = save_checkpoint(tmp_path / "cs.pt", model, type_table=frames.topology.type_table(), normalisation={})
     figure = plot_reduced_pair_curve(path, tmp_path / "pair.png", "test")
     assert figure.stat().st_size > 5000
+
+
+def _checkpoint(frames, path):
+    from gnnmd.models.checkpoint import save_checkpoint
+
+    model = _model(frames, pair_cutoff=2.5)
+    return save_checkpoint(path, model.float(), type_table=frames.topology.type_table(), normalisation={})
+
+
+def _squeezed_pair(frames, k: int) -> np.ndarray:
+    """Frame k with its two closest O atoms (of different molecules) moved to 0.6 sigma: inside the wall."""
+    positions = frames.positions[k].astype(np.float64).copy()
+    oxygen = np.flatnonzero(frames.topology.node_features[:, 1] > 0)
+    a, b = positions[oxygen[0]], positions[oxygen[1:]]
+    cell = np.diag(frames.cells[k]).astype(np.float64)
+    d = b - a
+    d -= cell * np.round(d / cell)
+    nearest = int(np.argmin(np.linalg.norm(d, axis=1)))
+    shift = (0.6 * 3.165 / np.linalg.norm(d[nearest]) - 1.0) * d[nearest]
+    molecule = frames.topology.molecules == frames.topology.molecules[oxygen[1 + nearest]]
+    positions[molecule] += shift  # the whole molecule, so that only the pair part is off the data
+    return positions
+
+
+@pytest.mark.parametrize("system", ["water", "argon"])
+def test_md_engine_gives_the_networks_forces_energy_and_virial(system, water_run, argon_run, tmp_path):
+    """ModelForces runs csnequip tabulated (its NequIP on the pairs within a molecule, the pair part as a
+    spline on its own neighbour list with a skin): along a jittered trajectory, with the reduced wall
+    acting, its forces and energy are the network's (tabulate=False) to float32 noise, and its virial is
+    minus the strain derivative of its energy."""
+    from gnnmd.inference import ModelForces
+
+    frames = load_frames(water_run if system == "water" else argon_run)
+    path = _checkpoint(frames, tmp_path / "cs.pt")
+    fast = ModelForces(path, frames.topology, electrostatics=False)
+    exact = ModelForces(path, frames.topology, electrostatics=False, tabulate=False)
+    assert fast.pair_part is not None and fast.supports_virial and not exact.supports_virial
+    rng = np.random.default_rng(0)
+    positions, cell = _squeezed_pair(frames, 3), frames.cells[3].astype(np.float64)
+    for _ in range(8):
+        positions = positions + rng.normal(scale=0.03, size=positions.shape)
+        (f_fast, e_fast), (f_exact, e_exact) = fast(positions, cell), exact(positions, cell)
+        scale = np.abs(f_exact).max()
+        assert np.abs(f_fast - f_exact).max() < 1e-4 * scale and e_fast == pytest.approx(e_exact, rel=1e-5, abs=1e-3)
+    assert fast.wall_active and fast.wall_contacts == 8  # the squeezed pair is inside the reduced wall
+    assert 1 <= fast.pair_list.rebuilds < 8
+    fast.virial = True
+    fast(positions, cell)
+    virial, h = fast.last_virial, 2e-3
+    for a, b in ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2)):
+        strain = np.zeros((3, 3))
+        strain[a, b] = strain[b, a] = h / 2 if a != b else h
+        energies = [fast(positions @ (np.eye(3) + s), cell @ (np.eye(3) + s))[1] for s in (strain, -strain)]
+        assert virial[a, b] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), rel=5e-3, abs=0.05), (a, b)
+    assert np.abs(virial).max() > 1

@@ -160,13 +160,20 @@ class VerletList:
     `shift_vectors` (S @ cell, (P, 3) in `dtype`: the vector from i to that image of j is
     r_j - r_i + S @ cell), `distances` at the build (float64 numpy), `rebuilds` (how many builds so far).
     Pairs are sorted by i, for the locality of sums over neighbours. The list is built on the CPU (MD
-    positions live there, in LAMMPS) and its tensors are kept on `device`."""
+    positions live there, in LAMMPS) and its tensors are kept on `device`.
 
-    def __init__(self, builder: GraphBuilder, skin: float = 1.0, device="cpu", dtype=torch.float32):
+    Options for models with parts of their own (gnnmd.models.states): `cutoff` (default: the builder's),
+    `atoms` (the pairs among these atom numbers only) and `molecular_only` (only the pairs within one
+    molecule: bond class other than nonbonded)."""
+
+    def __init__(self, builder: GraphBuilder, skin: float = 1.0, device="cpu", dtype=torch.float32,
+                 cutoff: float | None = None, atoms=None, molecular_only: bool = False):  # fmt: skip
         if not (math.isfinite(skin) and skin >= 0):
             raise ValueError(f"the neighbour-list skin must be >= 0 A, got {skin!r}")
         self.builder, self.skin, self.device, self.dtype = builder, float(skin), torch.device(device), dtype
-        self.reach = builder.cutoff + self.skin
+        self.reach = (builder.cutoff if cutoff is None else float(cutoff)) + self.skin
+        self.atoms = None if atoms is None else np.sort(np.asarray(atoms, dtype=np.int64))
+        self.molecular_only = bool(molecular_only)
         self.reference: np.ndarray | None = None
         self.cell: np.ndarray | None = None
         self.rebuilds = 0
@@ -186,17 +193,24 @@ class VerletList:
         n = self.builder.topology.n_atoms
         if positions.shape != (n, 3):
             raise ValueError(f"positions have shape {positions.shape}, expected ({n}, 3) for this topology")
-        i, j, shifts, distances = _vesin(positions, cell, self.reach, "ijSd", full_list=False)
+        points = positions if self.atoms is None else positions[self.atoms]
+        i, j, shifts, distances = _vesin(points, cell, self.reach, "ijSd", full_list=False)
         i, j = i.view(np.int64), j.view(np.int64)  # vesin's uint64 indices, < 2^63
+        if self.atoms is not None:  # numbers among `atoms` -> atom numbers (same order: atoms are sorted)
+            i, j = self.atoms[i], self.atoms[j]
         flip = i > j  # every image of a pair oriented alike, so the nearest-image rule sees them together
         i, j = np.where(flip, j, i), np.where(flip, i, j)
         shifts[flip] *= -1
         order = np.argsort(i, kind="stable")
         i, j, shifts, distances = i[order], j[order], shifts[order], distances[order]
+        classes = self.builder.edge_classes(i, j, distances)
+        if self.molecular_only:
+            keep = classes != NONBONDED
+            i, j, shifts, distances, classes = i[keep], j[keep], shifts[keep], distances[keep], classes[keep]
         del flip, order
         to = self.device  # built on the CPU (vesin), used where the model is (copied once per build)
         self.i, self.j = torch.from_numpy(i).to(to), torch.from_numpy(j).to(to)
-        self.pair_class = torch.from_numpy(self.builder.edge_classes(i, j, distances)).to(to)
+        self.pair_class = torch.from_numpy(classes).to(to)
         self.shift_vectors = torch.from_numpy(shifts @ cell).to(to, self.dtype)
         self.distances = distances
         self.reference, self.cell = positions.copy(), cell.copy()

@@ -11,6 +11,7 @@ from gnnmd.data.graphs import GraphBuilder, VerletList
 from gnnmd.data.topology import same_type
 from gnnmd.devices import resolve_device
 from gnnmd.inference.tabulated_nequip import TabulatedNequIP
+from gnnmd.inference.tabulated_states import TabulatedPairPart
 from gnnmd.memory import keep_freed_memory
 from gnnmd.models.checkpoint import load_model
 from gnnmd.models.electrostatics import Electrostatics, has_charges
@@ -33,6 +34,7 @@ def check_types_known(topology, type_table: list[dict], source: str, system: str
 
 
 PRECISIONS = ("float32", "float64")
+TABULATED_FAMILIES = ("nequip", "csnequip")  # the energy models with an inference engine (tabulated_*)
 
 
 def model_dtype(precision: str) -> torch.dtype:
@@ -83,11 +85,17 @@ class ModelForces:
         self.last_virial: np.ndarray | None = None
         self.wall_active = False  # whether a wall acted in the last call (a pair outside the training distances)
         self.wall_contacts: int | None = None  # calls in which one did (None: not counted, no walls or untabulated)
-        if tabulate and getattr(self.model, "needs_grad", False) and self.model.family == "nequip":
+        self.pair_part = None  # csnequip's pair part (TabulatedPairPart) and its own neighbour list
+        if tabulate and getattr(self.model, "needs_grad", False) and self.model.family in TABULATED_FAMILIES:
             self.engine = TabulatedNequIP(self.model)
             self.dtype = self.model.type_scale.dtype
-            self.verlet = VerletList(self.builder, skin, self.device, self.dtype)
+            states = self.model.family == "csnequip"  # NequIP on the pairs within a molecule only
+            self.verlet = VerletList(self.builder, skin, self.device, self.dtype, molecular_only=states)
             self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
+            if states:
+                self.pair_part = TabulatedPairPart(self.model, topology.node_features).to(self.device)
+                self.pair_list = VerletList(self.builder, skin, self.device, self.dtype, self.pair_part.reach,
+                                            atoms=self.pair_part.atoms)  # fmt: skip
 
     @property
     def supports_virial(self) -> bool:
@@ -123,15 +131,22 @@ class ModelForces:
             pos.requires_grad_(True)
             strain = pos.new_zeros(3, 3, requires_grad=self.virial)  # carries the virial's gradient
             energy = engine.energy(self.atoms, pos, pairs, strain)
+            deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + strain
+            walls = []  # whether each kind of wall acted
             if self._walls is not None:
                 near, core, stretch = self._walls
-                r = torch.linalg.vector_norm(
-                    verlet.vectors(pos, near) @ (torch.eye(3, dtype=pos.dtype, device=pos.device) + strain), dim=1
-                )
-                wall = engine.wall_energy(r, core, stretch)
-                self.wall_active = bool(wall.detach() > 0)
-                self.wall_contacts = (self.wall_contacts or 0) + int(self.wall_active)
+                wall = engine.wall_energy(torch.linalg.vector_norm(verlet.vectors(pos, near) @ deform, dim=1),
+                                          core, stretch)  # fmt: skip
+                walls.append(bool(wall.detach() > 0))
                 energy = energy + wall
+            if self.pair_part is not None and len(self.pair_part.atoms):
+                self.pair_list.update(positions, cell)
+                pair_list = self.pair_list
+                energy = energy + self.pair_part.energy(pair_list.vectors(pos) @ deform, pair_list.i, pair_list.j)
+                walls.append(self.pair_part.core_acted)
+            if walls:
+                self.wall_active = any(walls)
+                self.wall_contacts = (self.wall_contacts or 0) + int(self.wall_active)
             grads = torch.autograd.grad(energy, [pos, strain] if self.virial else [pos])
         forces, energy = -grads[0].double().cpu().numpy(), float(energy.detach())
         if self.virial:  # -dE/d(strain), symmetrised (the energy is rotation invariant)
