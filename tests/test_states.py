@@ -163,3 +163,29 @@ def test_md_engine_gives_the_networks_forces_energy_and_virial(system, water_run
         energies = [fast(positions @ (np.eye(3) + s), cell @ (np.eye(3) + s))[1] for s in (strain, -strain)]
         assert virial[a, b] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), rel=5e-3, abs=0.05), (a, b)
     assert np.abs(virial).max() > 1
+
+
+def test_below_the_data_the_pair_function_keeps_rising():
+    """The shipped water model: its network's g turns over below the shortest training distance x_e (the
+    pair collapse of MD at 370 K); the pair function continues g there with value and slope continuous
+    and keeps rising as x falls."""
+    from pathlib import Path
+
+    from gnnmd.models.checkpoint import load_model
+
+    model, _ = load_model(Path(__file__).resolve().parent.parent / "benchmarks/models/csnequip-pme-water/best.pt")
+    model = model.double()
+    edge = float(model.pair_edge)
+    assert edge == pytest.approx(float(model.pair_core) / model.core_margin)  # from the wall of an older checkpoint
+    network = model.pair_network(torch.tensor([0.65, 0.70], dtype=torch.float64))
+    assert float(network[0]) < float(network[1])  # the network alone: less repulsive at shorter distance
+    x = torch.linspace(0.3, edge + 0.1, 2001, dtype=torch.float64).requires_grad_(True)
+    g = model.pair_function(x)
+    (slope,) = torch.autograd.grad(g.sum(), x)
+    below = x.detach() < edge
+    assert bool((slope[below] < 0).all()) and float(g[0]) > 1e4  # steeper and steeper inwards
+    at = torch.tensor([edge - 1e-9, edge + 1e-9], dtype=torch.float64, requires_grad=True)
+    g_at = model.pair_function(at)
+    (slope_at,) = torch.autograd.grad(g_at.sum(), at)
+    assert float(g_at[0]) == pytest.approx(float(g_at[1]), rel=1e-6)
+    assert float(slope_at[0]) == pytest.approx(float(slope_at[1]), rel=1e-4)

@@ -414,6 +414,11 @@ def run_md(
     topology, forces_of, electrostatics, commands = inputs
     if lj_tail is not None and not forces_of.virial:
         raise ValueError("--lj-tail adds to the model's energy and virial, which this model has none of in MD")
+    if lj_tail is not None and forces_of.info["family"] == "csnequip":
+        raise ValueError(
+            "--lj-tail is for a model that stops at its graph's cutoff; csnequip's pair part reaches "
+            "pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation"
+        )
     comm = world() if isinstance(forces_of, DomainForces) else None
     root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
     if comm is not None:

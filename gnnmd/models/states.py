@@ -13,9 +13,15 @@ plus Lennard-Jones between atoms with epsilon > 0. Two parts learn those:
   is the only physics put in; g itself is learned from data. Its neighbour list is built from the
   positions inside the model (vesin), so graphs stay those of the molecular cutoff.
 
-A reduced wall keeps MD out of distances no frame reached: below `core_margin` x the shortest reduced
-distance of the training pairs, core_strength ((x_c - x) sigma_ij)^3, for any species. The pair part
-cannot represent three-body effects between molecules, which classical force fields do not have."""
+Below the shortest reduced distance x_e of the training pairs no frame says what g is, and a network
+left to itself there turns over (the shipped model's g peaks at x = 0.69 and falls below it): MD then finds
+a pair collapse that Coulomb attraction between other atoms of the two molecules rewards (at 370 K, an O-O
+pair at 2.0 A with an H-O pair at 0.9 A). So below x_e a repulsive g (g(x_e) > 0 > g'(x_e)) is continued
+as an exponential, g(x_e) exp(-k (x - x_e)) with k = -g'/g at x_e (value and slope continuous, the
+Born-Mayer form of short-range repulsion, its steepness the learned curve's own at the edge); any other g
+is held at g(x_e). A reduced wall adds to that below `core_margin` x x_e: core_strength ((x_c - x)
+sigma_ij)^3, for any species. The pair part cannot represent three-body effects between molecules, which classical force
+fields do not have."""
 
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class StatesNequIP(NequIP):
         self.pair_radial = BesselBasis(pair_cutoff, pair_basis)
         self.pair_net = FullyConnectedNet([pair_basis, pair_hidden, pair_hidden, 1], torch.nn.functional.silu)
         self.register_buffer("pair_core", torch.tensor(0.0))  # reduced wall radius (fitted); 0: none
+        self.register_buffer("pair_edge", torch.tensor(0.0))  # x_e: g continued below it (fitted); 0: never
 
     @property
     def pair_cutoff(self) -> float:
@@ -54,10 +61,33 @@ class StatesNequIP(NequIP):
         keep = edge_onehot[:, NONBONDED] == 0
         return super().atomic_energies(x, edge_onehot[keep], vectors[keep], sender[keep], receiver[keep])
 
-    def pair_function(self, reduced: torch.Tensor) -> torch.Tensor:
-        """g(x), in units of eps_ij: the learned pair energy at reduced distances x."""
+    def pair_network(self, reduced: torch.Tensor) -> torch.Tensor:
+        """The network's g(x), in units of eps_ij, at reduced distances x."""
         envelope = polynomial_envelope(reduced, self.pair_cutoff, self.envelope_p)
         return self.pair_net(self.pair_radial(reduced)).squeeze(-1) * envelope
+
+    def pair_function(self, reduced: torch.Tensor) -> torch.Tensor:
+        """g(x): the network's, continued below the data's shortest x_e (see the module docstring)."""
+        g = self.pair_network(reduced)
+        edge = float(self.pair_edge)
+        below = reduced < edge
+        if edge <= 0 or not bool(below.any()):
+            return g
+        value, slope = self._edge_terms(edge, reduced.dtype)
+        if float(value.detach()) > 0 and float(slope.detach()) < 0:
+            continued = value * torch.exp((slope / value) * (reduced - edge))
+        else:
+            continued = value.expand_as(reduced)
+        return torch.where(below, continued, g)
+
+    def _edge_terms(self, edge: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """g(x_e) and g'(x_e), differentiable in the parameters when grad is on."""
+        track = torch.is_grad_enabled()
+        with torch.enable_grad():
+            x = torch.tensor([edge], dtype=dtype, device=self.pair_edge.device, requires_grad=True)
+            value = self.pair_network(x)
+            (slope,) = torch.autograd.grad(value.sum(), x, create_graph=track)
+        return (value[0], slope[0]) if track else (value[0].detach(), slope[0].detach())
 
     def pair_energies(self, batch, pos: torch.Tensor, cell: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
         """Per-atom energies of the pair part (half of each pair on either atom)."""
@@ -84,8 +114,17 @@ class StatesNequIP(NequIP):
         shortest = shortest_reduced_distance(sample, self.pair_cutoff)
         if math.isfinite(shortest):
             self.pair_core.fill_(self.core_margin * shortest)
+            self.pair_edge.fill_(shortest)
         fitted["shortest_reduced_distance"] = shortest
         return fitted
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Checkpoints from before the continuation get it at the data's edge, which their wall records."""
+        state = dict(state_dict)
+        if "pair_edge" not in state:
+            core = state.get("pair_core", torch.tensor(0.0))
+            state["pair_edge"] = core / self.core_margin if float(core) > 0 else torch.zeros_like(core)
+        return super().load_state_dict(state, strict, **kwargs)
 
 
 def _pairs_of_graphs(x, pos, cell, graph, pair_cutoff: float):
