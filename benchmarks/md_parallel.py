@@ -1,10 +1,11 @@
 """MD across MPI ranks: water with the shipped PME model (`gnnmd md` under mpiexec) beside plain LAMMPS
 (SPC/Fw + PPPM) on the same ranks, one thread per rank, at 648 atoms and replicated to ~20k; and NPT
-(water 216, 300 K, 1 atm, from a LAMMPS NPT start) with the model (plus the mean-field Lennard-Jones
-beyond its cutoff, --lj-tail) against LAMMPS' own NPT density.
+(water 216, 300 K, 1 atm, from a LAMMPS NPT start, one row per --npt-seeds velocity seed) with
+--npt-model (plus the mean-field Lennard-Jones beyond its cutoff, --lj-tail) against LAMMPS' own NPT
+density from the same start and seed.
 
     python benchmarks/md_parallel.py --data DATA [--ranks 1 2] [--replicate 1x1x1 4x4x2]
-        [--steps 200 20] [--npt-ps 20] [--work DIR]
+        [--steps 200 20] [--npt-ps 20] [--npt-model CKPT] [--npt-seeds 1 2] [--lj-tail 10] [--work DIR]
 
 DATA: 216-molecule water from `gnnmd generate water`. Each size gets a data file made by LAMMPS'
 `replicate` of DATA's first frame. Model and LAMMPS start from it with velocities at 300 K, NVE. Rows
@@ -27,7 +28,7 @@ MODEL = SHIPPED_MODELS / "nequip-pme-water" / "best.pt"
 LAMMPS_RUN = """
 import sys
 from gnnmd.lammps.md import run_lammps_md
-run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=1,
+run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=int(sys.argv[5]),
               dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
 """
 
@@ -53,15 +54,17 @@ def _launch(ranks: int, args: list[str]) -> None:
     subprocess.run([*prefix, sys.executable, *args], check=True, env=env)
 
 
-def model_run(model: Path, data_file: Path, steps: int, ranks: int, out: Path, ensemble="nve", extra=()) -> dict:
+def model_run(model: Path, data_file: Path, steps: int, ranks: int, out: Path, ensemble="nve", extra=(),
+              seed: int = 1) -> dict:  # fmt: skip
     args = ["-m", "gnnmd.cli", "md", "--model", str(model), "--system", str(data_file), "--steps", str(steps)]
     args += ["--out", str(out), "--temperature", "300", "--dump-every", str(max(steps // 20, 1)), "--overwrite"]
+    args += ["--seed", str(seed)]
     _launch(ranks, [*args, "--ensemble", ensemble, "--pressure", "1", "--no-progress", *extra])
     return json.loads((out / "summary.json").read_text())
 
 
-def lammps_run(data_file: Path, steps: int, ranks: int, out: Path, ensemble: str = "nve") -> dict:
-    _launch(ranks, ["-c", LAMMPS_RUN, str(data_file), str(steps), str(out), ensemble])
+def lammps_run(data_file: Path, steps: int, ranks: int, out: Path, ensemble: str = "nve", seed: int = 1) -> dict:
+    _launch(ranks, ["-c", LAMMPS_RUN, str(data_file), str(steps), str(out), ensemble, str(seed)])
     return json.loads((out / "summary.json").read_text())
 
 
@@ -106,9 +109,9 @@ def late_density(out: Path, atoms_mass: float) -> float:
     return float(atoms_mass / volume[len(volume) // 2 :].mean() * 1.66053907)
 
 
-def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, work: Path) -> dict:
+def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, work: Path, seed: int = 1) -> dict:
     """Model NPT (with the Lennard-Jones tail beyond its cutoff) and LAMMPS NPT from the same LAMMPS-
-    equilibrated start: densities over the second half of each run."""
+    equilibrated start, velocities from `seed`: densities over the second half of each run."""
     from gnnmd.data.reader import read_topology
 
     start = npt_start(data_file, 10.0, work)
@@ -116,10 +119,14 @@ def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, wo
     mass = float(np.asarray(topology.table_masses)[topology.types].sum())
     steps = int(picoseconds * 1000)
     extra = [] if lj_tail <= 0 else ["--lj-tail", str(lj_tail)]
-    run = model_run(model, start, steps, 1, work / "npt_model", "npt", extra)
-    ref = lammps_run(start, steps, 1, work / "npt_lammps", ensemble="npt")
-    density, ref_density = late_density(work / "npt_model", mass), late_density(work / "npt_lammps", mass)
+    model_out, ref_out = work / f"npt_model_{model.parent.name}_s{seed}", work / f"npt_lammps_s{seed}"
+    run = model_run(model, start, steps, 1, model_out, "npt", extra, seed)
+    ref = json.loads((ref_out / "summary.json").read_text()) if (ref_out / "summary.json").exists() else None
+    if ref is None or ref["steps"] != steps:
+        ref = lammps_run(start, steps, 1, ref_out, ensemble="npt", seed=seed)
+    density, ref_density = late_density(model_out, mass), late_density(ref_out, mass)
     return {"ensemble": "npt", "atoms": run["atoms"], "temperature": 300.0, "pressure_atm": 1.0, "ps": picoseconds,
+            "seed": seed,
             "lj_tail": run.get("lj_tail"), "density_g_cm3": density, "lammps_density_g_cm3": ref_density,
             "density_error": density / ref_density - 1.0, "density_over": "second half of each run",
             "mean_temperature": run["mean_temperature"], "lammps_mean_temperature": ref["mean_temperature"],
@@ -135,6 +142,8 @@ def main() -> None:
     parser.add_argument("--replicate", nargs="*", default=["1x1x1", "4x4x2"], help="none: the NPT row only")
     parser.add_argument("--steps", type=int, nargs="*", default=[200, 20], help="model steps per size")
     parser.add_argument("--npt-ps", type=float, default=20.0)
+    parser.add_argument("--npt-model", type=Path, default=None, help="the NPT rows' model (default: --model)")
+    parser.add_argument("--npt-seeds", type=int, nargs="+", default=[1], help="one NPT row per velocity seed")
     parser.add_argument("--lj-tail", type=float, default=10.0, help="gnnmd md --lj-tail of the NPT row (0: none)")
     parser.add_argument("--work", type=Path, default=Path("md_parallel"))
     parser.add_argument("--out", type=Path, default=RESULTS / "md_parallel.json")
@@ -147,13 +156,14 @@ def main() -> None:
         system = replicated(data_file, tuple(int(n) for n in reps.split("x")), args.work)
         rows += speed_rows(args.model, system, steps, args.ranks, args.work)
     if args.npt_ps > 0:
-        rows.append(npt_row(args.model, data_file, args.npt_ps, args.lj_tail, args.work))
+        for seed in args.npt_seeds:
+            rows.append(npt_row(args.npt_model or args.model, data_file, args.npt_ps, args.lj_tail, args.work, seed))
     kept = [r for r in old["rows"] if not any(_same(r, n) for n in rows)]
     write_results(args.out, "md_parallel", kept + rows, threads_per_rank=1)
 
 
 def _same(a: dict, b: dict) -> bool:
-    keys = ("ensemble", "atoms", "ranks", "lj_tail")
+    keys = ("ensemble", "atoms", "ranks", "lj_tail", "seed", "model")
     return all(a.get(k) == b.get(k) for k in keys)
 
 

@@ -9,7 +9,7 @@ Each (temperature, seed) gets one start: the dataset's first data file, equilibr
 own force field, --equil-ps) and written with its velocities; the model (`gnnmd md`, several models: a
 committee) and LAMMPS then run NVE from it for --picoseconds. Starts and LAMMPS runs are shared by the
 stages, so "before" and "after" (active learning) are compared from the same starts. Rows are merged into
-benchmarks/results/md_stability.json by (stage, temperature, seed); md_stability.png plots temperatures.
+benchmarks/results/md_stability.json by (stage, model, temperature, seed); md_stability.png plots temperatures.
 Model runs go through `gnnmd md` side by side (--jobs), and a finished one is not run again."""
 
 from __future__ import annotations
@@ -103,11 +103,14 @@ def row_of(stage: str, models: list, temperature: float, seed: int, start: Path,
         **_oo_peak(start, run / "trajectory.lammpstrj", ref / "trajectory.lammpstrj", stop),
         "steps_per_second": model["steps_per_second"],
         "committee": model.get("committee"),
+        "model_family": model.get("model_family"),
+        "run": str(run),
+        "lammps_run": str(ref),
         "command": " ".join(["python", *sys.argv]),
     }
 
 
-def plot(rows: list[dict], work: Path, path: Path) -> None:
+def plot(rows: list[dict], path: Path) -> None:
     import numpy as np
 
     from gnnmd.analysis.plotting import pyplot
@@ -117,9 +120,12 @@ def plot(rows: list[dict], work: Path, path: Path) -> None:
     fig, axes = plt.subplots(1, len(temperatures), figsize=(5 * len(temperatures), 4), squeeze=False)
     for ax, temperature in zip(axes[0], temperatures):
         for row in (r for r in rows if r["temperature"] == temperature):
-            for folder, style in ((row["stage"], "-"), ("lammps", ":")):
-                table = np.loadtxt(work / "runs" / f"{folder}_T{temperature:g}_s{row['seed']}" / "thermo.txt", ndmin=2)
-                label = f"{folder} seed {row['seed']}"
+            runs = (row["run"], row["lammps_run"])
+            for folder, style, kind in zip(
+                runs, ("-", ":"), (f"{row['stage']} {row.get('model_family', '')}", "lammps")
+            ):
+                table = np.loadtxt(Path(folder) / "thermo.txt", ndmin=2)
+                label = f"{kind} seed {row['seed']}"
                 ax.plot(table[:, 3] / 1000.0, table[:, 1], style, lw=0.8, label=label)
         ax.set(title=f"NVE from {temperature:g} K", xlabel="time (ps)", ylabel="temperature (K)")
         ax.legend(fontsize=6)
@@ -168,11 +174,21 @@ def main() -> None:
                work / "runs" / f"lammps_T{t:g}_s{s}", args.picoseconds, args.dump_every)
         for t, s in cases
     ]  # fmt: skip
-    old = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    keys = {(r["stage"], r["temperature"], r["seed"]) for r in new}
-    rows = [r for r in old if (r["stage"], r["temperature"], r["seed"]) not in keys] + new
+    old = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    for row in old["rows"]:  # rows from before they recorded their folders: those of the work they were run in
+        runs = Path(old.get("work", work)) / "runs"
+        row.setdefault("run", str(runs / f"{row['stage']}_T{row['temperature']:g}_s{row['seed']}"))
+        row.setdefault("lammps_run", str(runs / f"lammps_T{row['temperature']:g}_s{row['seed']}"))
+    old = old["rows"]
+    keys = {_key(r) for r in new}
+    rows = [r for r in old if _key(r) not in keys] + new
     write_results(args.out, "md_stability", rows, work=str(work))
-    plot(rows, work, args.out.with_suffix(".png"))
+    plot(rows, args.out.with_suffix(".png"))
+
+
+def _key(row: dict) -> tuple:
+    """Rows are one per stage, model, temperature and seed."""
+    return row["stage"], tuple(row["model"]), row["temperature"], row["seed"]
 
 
 if __name__ == "__main__":
