@@ -189,3 +189,14 @@ def test_below_the_data_the_pair_function_keeps_rising():
     (slope_at,) = torch.autograd.grad(g_at.sum(), at)
     assert float(g_at[0]) == pytest.approx(float(g_at[1]), rel=1e-6)
     assert float(slope_at[0]) == pytest.approx(float(slope_at[1]), rel=1e-4)
+
+
+def test_fine_tuning_keeps_the_parents_edge_when_it_is_shorter(argon_run):
+    """The edge x_e is where g stops being learned: fitting on new data moves it inwards, never outwards."""
+    frames = load_frames(argon_run)
+    model = _model(frames)
+    own = float(model.pair_edge)
+    assert 0.8 < own < 1.0 and float(model.pair_core) == pytest.approx(model.core_margin * own)
+    model.pair_edge.fill_(0.7)  # as if its parent (water) had seen O-O pairs at 0.7 sigma
+    model.fit_priors(frames)
+    assert float(model.pair_edge) == pytest.approx(0.7) and float(model.pair_core) == pytest.approx(0.63)

@@ -106,12 +106,14 @@ class StatesNequIP(NequIP):
         return energies
 
     def fit_priors(self, frames, coulomb=None, indices=None) -> dict:
-        """NequIP's priors, and the reduced wall: core_margin x the shortest reduced distance of a pair
-        of the pair part in the training frames."""
+        """NequIP's priors, the edge x_e of the data (the shortest reduced distance of a pair of the pair
+        part in the training frames, or the parent's if shorter) and the reduced wall at core_margin x x_e."""
         _check_no_intramolecular_pairs(frames.topology)
         fitted = super().fit_priors(frames, coulomb, indices)
         sample = frames if indices is None else frames.subset(indices)
         shortest = shortest_reduced_distance(sample, self.pair_cutoff)
+        if float(self.pair_edge) > 0:  # fine-tuning: g was learned down to the parent's edge, whatever the new data
+            shortest = min(shortest, float(self.pair_edge))
         if math.isfinite(shortest):
             self.pair_core.fill_(self.core_margin * shortest)
             self.pair_edge.fill_(shortest)
