@@ -19,6 +19,7 @@ from gnnmd.data import coulomb_cache, load_frames
 from gnnmd.models.checkpoint import save_checkpoint
 from gnnmd.models.electrostatics import Electrostatics
 from gnnmd.models.nequip import NequIP
+from gnnmd.models.states import StatesNequIP
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 pytestmark = [
@@ -27,15 +28,18 @@ pytestmark = [
 ]
 
 
-def _model(run, path: Path, cutoff: float, pme: bool) -> Path:
-    """An untrained nequip model with its priors (walls, repulsion) fitted to the run's frames."""
+def _model(run, path: Path, cutoff: float, pme: bool, family: str = "nequip") -> Path:
+    """An untrained nequip (or csnequip) model with its priors (walls, repulsion) fitted to the run's frames."""
     frames = load_frames(run)
     cache, settings = None, None
     if pme:
         electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell())
         cache, settings = coulomb_cache(frames, None, electrostatics, progress=False), electrostatics.config()
     torch.manual_seed(0)
-    model = NequIP(channels=8, l_max=1, layers=2, cutoff=cutoff, repulsion=1.0)
+    if family == "csnequip":
+        model = StatesNequIP(channels=8, l_max=1, layers=2, cutoff=cutoff, pair_cutoff=2.5)
+    else:
+        model = NequIP(channels=8, l_max=1, layers=2, cutoff=cutoff, repulsion=1.0)
     reference = frames.forces - (cache.forces if cache is not None else 0.0)
     normalisation = {"force_scale": float(np.sqrt(np.mean(reference**2)))}
     model.set_normalisation(normalisation)
@@ -92,6 +96,14 @@ def test_water_with_lammps_coulomb_runs_the_same_on_two_ranks(water_run, tmp_pat
     _, summaries = _same_run_on_one_and_two_ranks(model, data_file, tmp_path, 20, "--temperature", "300")
     assert summaries[1]["electrostatics"] == "lammps-pppm"
     assert summaries[1]["wall_contacts"] == summaries[0]["wall_contacts"]
+
+
+def test_corresponding_states_water_runs_the_same_on_two_ranks(water_run, tmp_path):
+    """csnequip: its nequip on the pairs within a molecule and its pair part (O-O pairs out to 2.5 sigma,
+    beyond the graph) shared between the ranks as on one."""
+    model = _model(water_run, tmp_path / "cs.pt", cutoff=3.0, pme=True, family="csnequip")
+    data_file = water_run / "segment_000" / "system.data"
+    _same_run_on_one_and_two_ranks(model, data_file, tmp_path, 20, "--temperature", "300")
 
 
 def test_argon_npt_runs_the_same_on_two_ranks(argon_run, tmp_path):

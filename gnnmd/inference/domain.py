@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gnnmd.data.graphs import GraphBuilder
-from gnnmd.inference.forces import check_types_known, model_dtype
+from gnnmd.data.graphs import NONBONDED, GraphBuilder
+from gnnmd.inference.forces import TABULATED_FAMILIES, check_types_known, model_dtype
 from gnnmd.inference.tabulated_nequip import TabulatedNequIP
+from gnnmd.inference.tabulated_states import TabulatedPairPart
 from gnnmd.models.checkpoint import load_model
 
 
@@ -37,9 +38,9 @@ class DomainForces:
                  skin: float = 1.0, precision: str = "float32"):  # fmt: skip
         self.model, self.info = load_model(checkpoint)
         self.model = self.model.to(model_dtype(precision))
-        if not (getattr(self.model, "needs_grad", False) and self.model.family == "nequip"):
+        if not (getattr(self.model, "needs_grad", False) and self.model.family in TABULATED_FAMILIES):
             raise ValueError(
-                f"{checkpoint}: MD on several MPI ranks needs an energy model (nequip); this is a "
+                f"{checkpoint}: MD on several MPI ranks needs an energy model (nequip, csnequip); this is a "
                 f"{self.info['family']} model, which runs on one rank (start gnnmd md without mpiexec)"
             )
         if not allow_unknown_types:
@@ -47,6 +48,10 @@ class DomainForces:
         self.engine = TabulatedNequIP(self.model)
         self.dtype = self.model.type_scale.dtype
         self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))
+        # csnequip: its nequip on the pairs within a molecule, and its pair part on pairs of its own
+        self.pair_part = (
+            TabulatedPairPart(self.model, topology.node_features) if self.model.family == "csnequip" else None
+        )
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.cutoff, self.skin = float(self.model.cutoff), float(skin)
         self.layers = len(self.engine.layers)
@@ -62,8 +67,8 @@ class DomainForces:
 
     @property
     def ghost_reach(self) -> float:
-        """How far (A) around its subdomain a rank needs ghosts: L x cutoff."""
-        return self.layers * self.cutoff
+        """How far (A) around its subdomain a rank needs ghosts: L x cutoff, or the pair part's reach."""
+        return max(self.layers * self.cutoff, self.pair_part.reach if self.pair_part is not None else 0.0)
 
     def __call__(self, positions: np.ndarray, ids: np.ndarray, nlocal: int, cell: np.ndarray | None = None,
                  periodic=(False, False, False)) -> tuple[np.ndarray, float]:  # fmt: skip
@@ -93,6 +98,11 @@ class DomainForces:
                 wall = self.engine.wall_energy(r, core, stretch, wweight)
                 self.wall_active = bool(wall.detach() > 0)  # on this rank; the caller counts the steps
                 energy = energy + wall
+            if self.pair_part is not None:
+                pi, pj, pshifts, pweight, ids_i, ids_j = self.pair_pairs
+                between = (pos[pj] - pos[pi] + pshifts) @ (torch.eye(3, dtype=pos.dtype) + strain)
+                energy = energy + self.pair_part.energy(between, ids_i, ids_j, pweight)
+                self.wall_active = self.wall_active or self.pair_part.core_acted
             g_pos, g_strain = torch.autograd.grad(energy, [pos, strain])
         derivative = g_strain.double().numpy()
         self.last_virial = -0.5 * (derivative + derivative.T)
@@ -114,7 +124,13 @@ class DomainForces:
         (`used`, local atoms first), with the per-atom terms of the ghosts switched off."""
         kept = _one_copy(positions, ids, nlocal, periodic)
         i, j, shifts, distances = self._pairs_needed(positions[kept], nlocal, cell, periodic)
-        used = np.union1d(np.arange(nlocal), np.concatenate([i, j]))  # sorted: the local atoms come first
+        if self.pair_part is not None:  # its nequip sees the pairs within a molecule only
+            inside = self.builder.edge_classes(ids[kept][i], ids[kept][j], distances, nearest_only=False) != NONBONDED
+            i, j, shifts, distances = i[inside], j[inside], shifts[inside], distances[inside]
+            pi, pj, pshifts = self._pair_part_pairs(positions[kept], ids[kept], nlocal, cell, periodic)
+        else:
+            pi = pj = np.zeros(0, dtype=np.int64)
+        used = np.union1d(np.arange(nlocal), np.concatenate([i, j, pi, pj]))  # sorted: the local atoms come first
         renumber = np.full(len(kept), -1, dtype=np.int64)
         renumber[used] = np.arange(len(used))
         self.used = kept[used]
@@ -124,6 +140,11 @@ class DomainForces:
         self.i, self.j, self.pair_class = torch.from_numpy(i), torch.from_numpy(j), torch.from_numpy(classes)
         self.shift_vectors = torch.from_numpy(shifts @ cell).to(self.dtype)
         self.weight = torch.from_numpy(0.5 * (local[i].astype(np.float64) + local[j])).to(self.dtype)
+        if self.pair_part is not None:
+            pi, pj = renumber[pi], renumber[pj]
+            weight = torch.from_numpy(0.5 * (local[pi].astype(np.float64) + local[pj])).to(self.dtype)
+            self.pair_pairs = (torch.from_numpy(pi), torch.from_numpy(pj), torch.from_numpy(pshifts @ cell).to(self.dtype),
+                               weight, torch.from_numpy(ids_used[pi]), torch.from_numpy(ids_used[pj]))  # fmt: skip
         index = torch.from_numpy(ids_used)
         atoms = {key: value.index_select(0, index) for key, value in self.atoms.items() if value.dim() > 0}
         mask = torch.from_numpy(local).to(self.dtype)
@@ -162,6 +183,20 @@ class DomainForces:
             inner = grown
         keep = inner[i] | inner[j]
         return i[keep], j[keep], shifts[keep].astype(np.float64), distances[keep]
+
+    def _pair_part_pairs(self, positions: np.ndarray, ids: np.ndarray, nlocal: int, cell, periodic):
+        """(i, j, integer shifts) of the pair part's pairs within its reach + skin with a local atom."""
+        from vesin import NeighborList
+
+        atoms = np.flatnonzero(np.isin(ids, self.pair_part.atoms))
+        if len(atoms) == 0:
+            return atoms, atoms, np.zeros((0, 3))
+        i, j, shifts = NeighborList(cutoff=self.pair_part.reach + self.skin, full_list=False).compute(
+            points=positions[atoms], box=cell, periodic=list(periodic), quantities="ijS"
+        )
+        i, j = atoms[i.view(np.int64)], atoms[j.view(np.int64)]
+        keep = (i < nlocal) | (j < nlocal)
+        return i[keep], j[keep], shifts[keep].astype(np.float64)
 
 
 def _one_copy(positions: np.ndarray, ids: np.ndarray, nlocal: int, periodic) -> np.ndarray:
