@@ -412,13 +412,7 @@ def run_md(
     _check_out(out, overwrite, data_file)
     inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device, precision)
     topology, forces_of, electrostatics, commands = inputs
-    if lj_tail is not None and not forces_of.virial:
-        raise ValueError("--lj-tail adds to the model's energy and virial, which this model has none of in MD")
-    if lj_tail is not None and forces_of.info["family"] == "csnequip":
-        raise ValueError(
-            "--lj-tail is for a model that stops at its graph's cutoff; csnequip's pair part reaches "
-            "pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation"
-        )
+    _check_lj_tail(lj_tail, forces_of)
     comm = world() if isinstance(forces_of, DomainForces) else None
     root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
     if comm is not None:
@@ -437,6 +431,16 @@ def run_md(
             summary = _finish(checkpoint, data_file, topology, forces_of, electrostatics, run, out, callback, seconds,
                               failure, 1 if comm is None else comm.size)  # fmt: skip
     return summary if comm is None else comm.bcast(summary, root=0)
+
+
+def _check_lj_tail(lj_tail: float | None, forces_of) -> None:
+    if lj_tail is not None and not forces_of.virial:
+        raise ValueError("--lj-tail adds to the model's energy and virial, which this model has none of in MD")
+    if lj_tail is not None and forces_of.info["family"] == "csnequip":
+        raise ValueError(
+            "--lj-tail is for a model that stops at its graph's cutoff; csnequip's pair part reaches "
+            "pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation"
+        )
 
 
 def _tail_record(tail: LennardJonesTail | None, volume: float | None) -> dict | None:
