@@ -9,7 +9,8 @@ the model run and the LAMMPS reference run the same number of NVE steps with dum
 A PME-trained model's Coulomb part is LAMMPS' pppm (`gnnmd md`'s default) unless --coulomb torch-pme.
 Writes benchmarks/results/md.json, or --out (rows {"system", "model", "electrostatics", "ensemble",
 "timestep_fs", "steps", "energy_drift_per_atom_per_ps", "speed_ratio_vs_lammps", "rdf": {PAIR: {...}}}),
-and md_<system>.png beside it; `--systems water` runs one system and keeps the other rows of md.json."""
+and md_<system>.png beside it; `--systems water` runs one system and keeps the rows of other systems and
+models in md.json."""
 
 from __future__ import annotations
 
@@ -142,10 +143,10 @@ def main() -> None:
         )
         rows.append({**row, "command": " ".join(["python", *sys.argv])})
         print(json.dumps(rows[-1], indent=1), flush=True)
-    # a run of some systems keeps the rows of the others (each row says how it was made)
-    run = {row["system"] for row in rows}
+    # a run keeps the rows of other systems and models (each row says how it was made)
+    run = {(row["system"], row["model"]) for row in rows}
     kept = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
-    write_results(args.out, "md", [row for row in kept if row["system"] not in run] + rows)
+    write_results(args.out, "md", [row for row in kept if (row["system"], row["model"]) not in run] + rows)
 
 
 if __name__ == "__main__":
