@@ -215,12 +215,12 @@ def add_walls(sub) -> None:
     p = sub.add_parser(
         "walls",
         help="refit an energy model's walls from its training data into a new checkpoint",
-        description="The nequip model's walls keep MD inside the distances its training frames covered (too "
+        description="The energy models' walls (nequip, csnequip) keep MD inside the distances its training frames covered (too "
         "close: pushed apart; a bond or 1-3 pair stretched too far: pulled together). They are zero on the "
         "training data, so refitting them onto a trained model gives what training with them would have; "
         "use it for checkpoints from before a wall existed or to change its strength or margin.",
     )
-    p.add_argument("--model", type=Path, required=True, help="nequip checkpoint (.pt)")
+    p.add_argument("--model", type=Path, required=True, help="nequip or csnequip checkpoint (.pt)")
     p.add_argument("--data", type=Path, required=True, help="the model's training dataset (`gnnmd generate`)")
     p.add_argument("--out", type=Path, required=True, help="new checkpoint (.pt)")
     p.add_argument("--strength", type=float, help="wall k in kcal/mol/A^3 (default: the model's)")

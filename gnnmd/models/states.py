@@ -120,6 +120,12 @@ class StatesNequIP(NequIP):
         fitted["shortest_reduced_distance"] = shortest
         return fitted
 
+    def fit_walls(self, frames, strength: float | None = None, margin: float | None = None) -> dict:
+        """NequIP's walls, and the reduced wall moved with the margin (its edge x_e stays)."""
+        fitted = super().fit_walls(frames, strength, margin)
+        self.pair_core.fill_(self.core_margin * float(self.pair_edge))
+        return fitted
+
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
         """Checkpoints from before the continuation get it at the data's edge, which their wall records."""
         state = dict(state_dict)

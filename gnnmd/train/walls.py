@@ -8,6 +8,7 @@ from pathlib import Path
 from gnnmd.data import load_frames
 from gnnmd.files import file_sha256
 from gnnmd.models.checkpoint import load_model, save_checkpoint
+from gnnmd.models.nequip import NequIP
 
 
 def refit_walls(model_path, data, out, strength=None, margin=None, overwrite: bool = False) -> dict:
@@ -16,7 +17,9 @@ def refit_walls(model_path, data, out, strength=None, margin=None, overwrite: bo
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    model, info = load_model(model_path, family="nequip")
+    model, info = load_model(model_path)
+    if not isinstance(model, NequIP):
+        raise ValueError(f"{model_path}: holds a {info['family']!r} model; walls belong to nequip and csnequip")
     walls = model.fit_walls(load_frames(data), strength, margin)
     normalisation = dict(info["normalisation"])
     normalisation["walls"] = {
