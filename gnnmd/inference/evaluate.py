@@ -172,7 +172,7 @@ def model_virials(model_path, frames, indices=None, lj_tail: float | None = None
     """The virial (M, 3, 3, kcal/mol) an energy model gives the frames `indices` (all by default): the
     learned part's (ModelForces) plus, for a PME-trained model, the Coulomb part's, plus the mean-field
     Lennard-Jones between the model's cutoff and `lj_tail` (A) if given (gnnmd.inference.lj_tail)."""
-    from gnnmd.inference.lj_tail import for_topology
+    from gnnmd.inference.lj_tail import for_model
     from gnnmd.models.electrostatics import Electrostatics, has_charges
 
     forces_of = ModelForces(model_path, frames.topology, electrostatics=False, skin=0.0)
@@ -183,7 +183,7 @@ def model_virials(model_path, frames, indices=None, lj_tail: float | None = None
     coulomb = None
     if pme and has_charges(frames.topology):
         coulomb = Electrostatics.for_system(frames.topology, frames.mean_cell(), pme)
-    tail = None if lj_tail is None else for_topology(frames.topology, float(forces_of.info["cutoff"]), lj_tail)
+    tail = None if lj_tail is None else for_model(forces_of.info, frames.topology, lj_tail)
     out = []
     for k in range(len(frames)) if indices is None else indices:
         positions, cell = frames.positions[k].astype(np.float64), frames.cells[k].astype(np.float64)

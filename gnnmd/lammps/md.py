@@ -31,7 +31,7 @@ from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.committee import CommitteeForces
 from gnnmd.inference.domain import DomainForces
 from gnnmd.inference.forces import ModelForces
-from gnnmd.inference.lj_tail import LennardJonesTail, for_topology
+from gnnmd.inference.lj_tail import LennardJonesTail, for_model
 from gnnmd.lammps.engine import (
     check_lammps_path,
     lammps_path,
@@ -412,7 +412,7 @@ def run_md(
     _check_out(out, overwrite, data_file)
     inputs = _model_run_inputs(checkpoint, data_file, allow_unknown_types, coulomb, run, out, device, precision)
     topology, forces_of, electrostatics, commands = inputs
-    _check_lj_tail(lj_tail, forces_of)
+    tail = _check_lj_tail(lj_tail, forces_of, topology)
     comm = world() if isinstance(forces_of, DomainForces) else None
     root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
     if comm is not None:
@@ -422,8 +422,7 @@ def run_md(
         lmp = start_lammps(log=out / "log.lammps")
         _set_up(lmp, commands, data_file, out)
         callback = _callback(lmp, forces_of, topology.n_atoms, steps, progress and root, comm, data_file)
-        if lj_tail is not None:
-            callback.tail = for_topology(topology, float(forces_of.info["cutoff"]), lj_tail)
+        callback.tail = tail
         seconds, lammps_failure = _timed_run(lmp, steps, callback.bar)
         failure = callback.first_failure(lammps_failure)
         summary = None
@@ -433,14 +432,13 @@ def run_md(
     return summary if comm is None else comm.bcast(summary, root=0)
 
 
-def _check_lj_tail(lj_tail: float | None, forces_of) -> None:
-    if lj_tail is not None and not forces_of.virial:
+def _check_lj_tail(lj_tail: float | None, forces_of, topology) -> LennardJonesTail | None:
+    """The Lennard-Jones tail of --lj-tail (None without it), checked before LAMMPS starts."""
+    if lj_tail is None:
+        return None
+    if not forces_of.virial:
         raise ValueError("--lj-tail adds to the model's energy and virial, which this model has none of in MD")
-    if lj_tail is not None and forces_of.info["family"] == "csnequip":
-        raise ValueError(
-            "--lj-tail is for a model that stops at its graph's cutoff; csnequip's pair part reaches "
-            "pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation"
-        )
+    return for_model(forces_of.info, topology, lj_tail)
 
 
 def _tail_record(tail: LennardJonesTail | None, volume: float | None) -> dict | None:
