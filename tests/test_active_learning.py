@@ -99,3 +99,31 @@ def test_one_round_adds_only_frames_above_the_threshold_labelled_by_lammps(water
     stamp = (out / "round_01" / "report.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (out / "round_01" / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_priors_are_fitted_on_the_references_own_frames(water_run):
+    """Frames added by active learning are the model's excursions: the walls (and scales) fitted when
+    fine-tuning on the grown dataset come from the original frames only, unless there are none."""
+    from dataclasses import replace
+
+    from gnnmd.data.graphs import BOND
+    from gnnmd.models.nequip import NequIP
+    from gnnmd.train.setup import reference_frames
+
+    frames = load_frames(water_run)
+    squeezed = frames.positions.copy()
+    o, h = sorted(int(a) for a in frames.topology.bonds[0])
+    squeezed[-1, h] = squeezed[-1, o] + 0.6 * (squeezed[-1, h] - squeezed[-1, o])  # an O-H bond at ~0.6 A
+    segments = frames.segments.copy()
+    segments[-1] = ADDED_SEGMENTS
+    grown = replace(frames, positions=squeezed, segments=segments)
+    everything = np.arange(len(frames))
+    assert list(reference_frames(grown, everything)) == list(everything[:-1])
+    walls = []
+    for indices in (everything, reference_frames(grown, everything)):
+        model = NequIP(channels=4, l_max=1, layers=1, cutoff=3.0)
+        model.fit_priors(grown, indices=indices)
+        walls.append(float(model.core_radius[:, :, BOND].max()))  # the O-H bond's core radius
+    assert 0 < walls[0] < 0.8 * walls[1]  # the added frame would have moved the O-H wall in
+    only_added = np.array([len(frames) - 1])
+    assert list(reference_frames(grown, only_added)) == [len(frames) - 1]

@@ -17,6 +17,7 @@ import torch
 
 import gnnmd
 from gnnmd.data import FrameDataset, coulomb_cache, load_frames, run_split
+from gnnmd.data.frames import ADDED_SEGMENTS
 from gnnmd.files import file_sha256
 from gnnmd.inference.metrics import type_labels
 from gnnmd.models import build_model
@@ -174,10 +175,20 @@ def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: di
         model, config = _new_model(config)
     model.set_normalisation(normalisation)
     if not (config.init_from and config.keep_normalisation):
-        fitted = model.fit_priors(data.frames, coulomb=coulomb, indices=data.train_idx)
+        fitted = model.fit_priors(data.frames, coulomb=coulomb, indices=reference_frames(data.frames, data.train_idx))
         if fitted is not None:
             normalisation["model_fit"] = fitted
     return model, config, normalisation, parent
+
+
+def reference_frames(frames, indices) -> np.ndarray:
+    """The frames among `indices` that priors are fitted on: those of the reference's own dynamics. Frames
+    added by active learning come from the model's MD where it went wrong (an angle collapsed, two O atoms
+    at 2.3 A); their labels teach the network, but walls fitted on them would open up to exactly those
+    places. All of `indices` if no frame is the reference's."""
+    indices = np.asarray(indices)
+    own = indices[np.asarray(frames.segments)[indices] < ADDED_SEGMENTS]
+    return own if len(own) else indices
 
 
 # ---------------------------------------------------------------- run directory and resume
