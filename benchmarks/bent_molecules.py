@@ -8,6 +8,10 @@ dataset with them added as training frames (origin "active-learning": the valida
 original one, and priors are still fitted on the original frames).
 
     python benchmarks/bent_molecules.py --data DATA --out DIR [--frames 60] [--fraction 0.3] [--angles 35 80]
+        [--extend DATASET]
+
+--extend: the dataset whose segments DIR/data lists beside the new one (default: DATA), e.g. the data of
+an active-learning round, whose frames then all train together.
 
 Then fine-tune on DIR/data (gnnmd finetune --from MODEL --data DIR/data ...)."""
 
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.3, help="of the molecules of a frame, bent")
     parser.add_argument("--angles", type=float, nargs=2, default=[35.0, 80.0], help="degrees")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extend", type=Path, default=None, help="dataset listed beside the new frames")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     frames = load_frames(args.data)
@@ -67,14 +72,16 @@ def main() -> None:
     sub = replace(sub, positions=positions.astype(np.float32), timesteps=np.arange(len(sub), dtype=np.int64))
     args.out.mkdir(parents=True, exist_ok=True)
     write_dump(sub, args.out / "bent.lammpstrj")
-    manifest = json.loads((args.data / "manifest.json").read_text())
+    base = json.loads((args.data / "manifest.json").read_text())
     forcefield = dataset_forcefield(args.data)
-    segment = label_frames(args.data / manifest["segments"][0]["data_file"], forcefield, args.out / "bent.lammpstrj",
+    segment = label_frames(args.data / base["segments"][0]["data_file"], forcefield, args.out / "bent.lammpstrj",
                            list(range(len(sub))), args.out / "labels")  # fmt: skip
+    extend = args.extend or args.data
+    manifest = json.loads((extend / "manifest.json").read_text())
     for old in manifest["segments"]:
         for key in ("data_file", "dump_file", "energy_file", "log_file"):
             if key in old:
-                old[key] = str((args.data / old[key]).resolve())
+                old[key] = str((extend / old[key]).resolve())
     added = {k: segment[k] for k in ("data_file", "dump_file", "energy_file")}
     added.update(origin=ADDED_ORIGIN, frames=len(sub), bent={"fraction": args.fraction, "angles": args.angles})
     manifest["segments"].append(added)
