@@ -120,7 +120,10 @@ def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, wo
     steps = int(picoseconds * 1000)
     extra = [] if lj_tail <= 0 else ["--lj-tail", str(lj_tail)]
     model_out, ref_out = work / f"npt_model_{model.parent.name}_s{seed}", work / f"npt_lammps_s{seed}"
-    run = model_run(model, start, steps, 1, model_out, "npt", extra, seed)
+    done = model_out / "summary.json"  # a finished run of this model, seed and length is not run again
+    run = json.loads(done.read_text()) if done.exists() else None
+    if run is None or run["steps"] != steps or Path(run["checkpoint"]).resolve() != model.resolve():
+        run = model_run(model, start, steps, 1, model_out, "npt", extra, seed)
     ref = json.loads((ref_out / "summary.json").read_text()) if (ref_out / "summary.json").exists() else None
     if ref is None or ref["steps"] != steps:
         ref = lammps_run(start, steps, 1, ref_out, ensemble="npt", seed=seed)
