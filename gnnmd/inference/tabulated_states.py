@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gnnmd.models.layers import RadialTable
+from gnnmd.models.states import reduced_wall
 
 
 class TabulatedPairPart:
@@ -50,8 +51,7 @@ class TabulatedPairPart:
         g = value[:, 0] + (reduced - reduced.detach()) * (slope[:, 0] / self.table.step)
         pair = torch.sqrt(self.epsilon[i] * self.epsilon[j]) * g
         self.core_acted = False  # whether the reduced wall acted on a pair in this call
-        if self.core > 0:  # the model's reduced wall, as in StatesNequIP.pair_energies
-            depth = torch.clamp(self.core - reduced, min=0.0) * sigma
-            self.core_acted = bool((depth.detach() > 0).any())
-            pair = pair + self.core_strength * depth**3
+        if self.core > 0:  # the model's reduced wall
+            self.core_acted = bool((reduced.detach() < self.core).any())
+            pair = pair + reduced_wall(self.core, self.core_strength, reduced, sigma)
         return pair.sum() if weight is None else pair @ weight

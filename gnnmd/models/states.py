@@ -20,8 +20,8 @@ pair at 2.0 A with an H-O pair at 0.9 A). So below x_e a repulsive g (g(x_e) > 0
 as an exponential, g(x_e) exp(-k (x - x_e)) with k = -g'/g at x_e (value and slope continuous, the
 Born-Mayer form of short-range repulsion, its steepness the learned curve's own at the edge); any other g
 is held at g(x_e). A reduced wall adds to that below `core_margin` x x_e: core_strength ((x_c - x)
-sigma_ij)^3, for any species. The pair part cannot represent three-body effects between molecules, which classical force
-fields do not have."""
+sigma_ij)^3, for any species. The pair part cannot represent three-body effects between molecules, which
+classical force fields do not have."""
 
 from __future__ import annotations
 
@@ -100,8 +100,7 @@ class StatesNequIP(NequIP):
             reduced = r / sigma
             pair = epsilon * self.pair_function(reduced)
             if float(self.pair_core) > 0:  # reduced wall, absolute stiffness
-                depth = torch.clamp(float(self.pair_core) - reduced, min=0.0) * sigma
-                pair = pair + self.core_strength * depth**3
+                pair = pair + reduced_wall(float(self.pair_core), self.core_strength, reduced, sigma)
             energies = energies.index_add(0, i, 0.5 * pair).index_add(0, j, 0.5 * pair)
         return energies
 
@@ -133,6 +132,11 @@ class StatesNequIP(NequIP):
             core = state.get("pair_core", torch.tensor(0.0))
             state["pair_edge"] = core / self.core_margin if float(core) > 0 else torch.zeros_like(core)
         return super().load_state_dict(state, strict, **kwargs)
+
+
+def reduced_wall(core: float, strength: float, reduced: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per pair: strength ((x_c - x) sigma_ij)^3 below the reduced core radius x_c, else 0."""
+    return strength * (torch.clamp(core - reduced, min=0.0) * sigma) ** 3
 
 
 def _pairs_of_graphs(x, pos, cell, graph, pair_cutoff: float):
