@@ -10,6 +10,8 @@ import platform
 import sys
 from pathlib import Path
 
+from gnnmd.files import atomic_write_text
+
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 SHIPPED_MODELS = BENCHMARKS / "models"
@@ -24,7 +26,7 @@ def write_results(path: Path, benchmark: str, rows: list[dict], **extra) -> None
         "rows": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 
 

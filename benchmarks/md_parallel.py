@@ -10,7 +10,9 @@ density from the same start and seed.
 DATA: 216-molecule water from `gnnmd generate water`. Each size gets a data file made by LAMMPS'
 `replicate` of DATA's first frame. Model and LAMMPS start from it with velocities at 300 K, NVE. Rows
 (speed, speed-up and parallel efficiency against one rank) go to benchmarks/results/md_parallel.json;
---npt-ps 0 leaves the NPT row out, and rows already there for other sizes are kept."""
+--npt-ps 0 leaves the NPT row out, and rows already there for other sizes are kept. NPT densities leave out
+each run's first 5 ps and carry a block standard error; a model with several seeds also gets a pooled row
+(the mean over its seeds). A finished run (same model, seed and length) is read back, not run again."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from gnnmd.lammps.md import run_lammps_md
 run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=int(sys.argv[5]),
               dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
 """
+
+
+NPT_SKIP_PS = 5.0  # the start of each NPT run left out of its density
 
 
 def replicated(data_file: Path, reps: tuple[int, int, int], work: Path) -> Path:
@@ -103,10 +108,14 @@ def npt_start(data_file: Path, picoseconds: float, out: Path) -> Path:
     return start
 
 
-def late_density(out: Path, atoms_mass: float) -> float:
-    """Mean density (g/cm^3) over the second half of a run's thermo.txt (volume: its 7th column)."""
-    volume = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)[:, 6]
-    return float(atoms_mass / volume[len(volume) // 2 :].mean() * 1.66053907)
+def late_density(out: Path, atoms_mass: float, skip_ps: float = NPT_SKIP_PS, blocks: int = 5) -> tuple[float, float]:
+    """Mean density (g/cm^3) of a run's thermo.txt (step: 1st column, volume: 7th; 1 fs steps) after its
+    first `skip_ps` (the barostat's relaxation from the start), and its standard error from `blocks` block
+    means (blocks of several ps, far longer than the volume's ~1 ps correlation time)."""
+    table = np.loadtxt(out / "thermo.txt", comments="#", ndmin=2)
+    density = atoms_mass / table[table[:, 0] >= skip_ps * 1000, 6] * 1.66053907
+    means = np.array([chunk.mean() for chunk in np.array_split(density, blocks)])
+    return float(density.mean()), float(means.std(ddof=1) / np.sqrt(blocks))
 
 
 def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, work: Path, seed: int = 1) -> dict:
@@ -119,7 +128,8 @@ def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, wo
     mass = float(np.asarray(topology.table_masses)[topology.types].sum())
     steps = int(picoseconds * 1000)
     extra = [] if lj_tail <= 0 else ["--lj-tail", str(lj_tail)]
-    model_out, ref_out = work / f"npt_model_{model.parent.name}_s{seed}", work / f"npt_lammps_s{seed}"
+    length = f"s{seed}_{picoseconds:g}ps"
+    model_out, ref_out = work / f"npt_model_{model.parent.name}_{length}", work / f"npt_lammps_{length}"
     done = model_out / "summary.json"  # a finished run of this model, seed and length is not run again
     run = json.loads(done.read_text()) if done.exists() else None
     if run is None or run["steps"] != steps or Path(run["checkpoint"]).resolve() != model.resolve():
@@ -127,11 +137,15 @@ def npt_row(model: Path, data_file: Path, picoseconds: float, lj_tail: float, wo
     ref = json.loads((ref_out / "summary.json").read_text()) if (ref_out / "summary.json").exists() else None
     if ref is None or ref["steps"] != steps:
         ref = lammps_run(start, steps, 1, ref_out, ensemble="npt", seed=seed)
-    density, ref_density = late_density(model_out, mass), late_density(ref_out, mass)
+    (density, density_se), (ref_density, ref_se) = late_density(model_out, mass), late_density(ref_out, mass)
     return {"ensemble": "npt", "atoms": run["atoms"], "temperature": 300.0, "pressure_atm": 1.0, "ps": picoseconds,
-            "seed": seed,
-            "lj_tail": run.get("lj_tail"), "density_g_cm3": density, "lammps_density_g_cm3": ref_density,
-            "density_error": density / ref_density - 1.0, "density_over": "second half of each run",
+            "seed": seed, "lj_tail": run.get("lj_tail"),
+            "density_g_cm3": density, "density_se": density_se,
+            "lammps_density_g_cm3": ref_density, "lammps_density_se": ref_se,
+            "density_error": density / ref_density - 1.0,
+            "density_error_se": float(np.hypot(density_se / ref_density, density * ref_se / ref_density**2)),
+            "density_over": f"each run after its first {NPT_SKIP_PS:g} ps; se from 5 block means",
+            "model_run": str(model_out), "lammps_run": str(ref_out),
             "mean_temperature": run["mean_temperature"], "lammps_mean_temperature": ref["mean_temperature"],
             "blown_up": run["blown_up"], "failed_at_step": run["failed_at_step"], "warnings": run["warnings"],
             "wall_contacts": run["wall_contacts"], "model": str(model)}  # fmt: skip
@@ -161,12 +175,31 @@ def main() -> None:
     if args.npt_ps > 0:
         for seed in args.npt_seeds:
             rows.append(npt_row(args.npt_model or args.model, data_file, args.npt_ps, args.lj_tail, args.work, seed))
-    kept = [r for r in old["rows"] if not any(_same(r, n) for n in rows)]
-    write_results(args.out, "md_parallel", kept + rows, threads_per_rank=1)
+    kept = [r for r in old["rows"] if not any(_same(r, n) for n in rows) and r.get("seed") != "pooled"]
+    write_results(args.out, "md_parallel", kept + rows + pooled_npt(kept + rows), threads_per_rank=1)
+
+
+def pooled_npt(rows: list[dict]) -> list[dict]:
+    """One row per model and length over its seeds: the mean of the seeds' densities, model and LAMMPS,
+    and the standard error of that mean."""
+    pooled = []
+    for key in dict.fromkeys((r["model"], r["ps"]) for r in rows if r.get("ensemble") == "npt" and r.get("seed")):
+        runs = [r for r in rows if r.get("ensemble") == "npt" and (r["model"], r["ps"]) == key and r.get("seed")]
+        if len(runs) < 2 or "density_se" not in runs[0]:
+            continue
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in ("density_g_cm3", "lammps_density_g_cm3")}
+        se = {k: float(np.sqrt(sum(r[k] ** 2 for r in runs)) / len(runs)) for k in ("density_se", "lammps_density_se")}
+        error = mean["density_g_cm3"] / mean["lammps_density_g_cm3"] - 1.0
+        error_se = np.hypot(se["density_se"], se["lammps_density_se"]) / mean["lammps_density_g_cm3"]
+        pooled.append({"ensemble": "npt", "seed": "pooled", "seeds": [r["seed"] for r in runs], "model": key[0],
+                       "ps": key[1], "atoms": runs[0]["atoms"], "lj_tail": runs[0]["lj_tail"], **mean, **se,
+                       "density_error": error, "density_error_se": float(error_se),
+                       "density_over": runs[0]["density_over"]})  # fmt: skip
+    return pooled
 
 
 def _same(a: dict, b: dict) -> bool:
-    keys = ("ensemble", "atoms", "ranks", "lj_tail", "seed", "model")
+    keys = ("ensemble", "atoms", "ranks", "lj_tail", "seed", "model", "ps")
     return all(a.get(k) == b.get(k) for k in keys)
 
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from gnnmd.cli import main
-from gnnmd.lammps.engine import lammps_path, start_lammps
+from gnnmd.lammps.liquids import lennard_jones_liquid
 
 MODEL = os.environ.get("GNNMD_ZERO_SHOT_MODEL", "benchmarks/models/csnequip-pme-water/best.pt")
 LIQUIDS = {  # name: ((eps, sigma) per type, temperature K, fcc lattice constant A)
@@ -21,31 +21,10 @@ LIQUIDS = {  # name: ((eps, sigma) per type, temperature K, fcc lattice constant
 }
 
 
-def _liquid(folder, species, temperature: float, lattice: float):
-    """A Lennard-Jones liquid by LAMMPS (256 atoms, lj/cut 10 A, NVT): a data file with its pair
-    coefficients and a dump of 10 frames with forces."""
-    folder.mkdir(parents=True)
-    lmp = start_lammps(log=folder / "log.lammps")
-    commands = ["units real", "atom_style full", "boundary p p p", f"lattice fcc {lattice}",
-                "region box block 0 4 0 4 0 4", f"create_box {len(species)} box", "create_atoms 1 box",
-                "pair_style lj/cut 10.0", "pair_modify mix arithmetic"]  # fmt: skip
-    for t, (epsilon, sigma) in enumerate(species, start=1):
-        commands += [f"mass {t} 39.948", f"pair_coeff {t} {t} {epsilon} {sigma}"]
-    if len(species) == 2:
-        commands.append("set type 1 type/fraction 2 0.5 4321")
-    dump = lammps_path(folder / "frames.lammpstrj")
-    commands += [f"velocity all create {temperature} 7 dist gaussian", f"fix nvt all nvt temp {temperature} {temperature} 100",
-                 "timestep 2.0", "run 3000", f"dump frames all custom 100 {dump} id type x y z fx fy fz", "run 900",
-                 f"write_data {lammps_path(folder / 'system.data')} pair ii"]  # fmt: skip
-    lmp.commands_list(commands)
-    lmp.close()
-    return folder / "system.data", folder / "frames.lammpstrj"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LIQUIDS))
 def test_water_model_predicts_an_unseen_lennard_jones_liquid(name, tmp_path):
-    data_file, dump = _liquid(tmp_path / "lammps", *LIQUIDS[name])
+    data_file, dump = lennard_jones_liquid(tmp_path / "lammps", *LIQUIDS[name])
     dataset = tmp_path / "liquid"
     assert main(["import", "--data", str(data_file), "--dump", str(dump), "--out", str(dataset)]) == 0
     result = tmp_path / "eval.json"

@@ -73,7 +73,8 @@ def add_reproduce(sub) -> None:
         "reproduce",
         help="the reference study end to end: data, training, zero-shot, fine-tuning, table and figures",
         description="Generate the four datasets with LAMMPS, train every model family on water, evaluate on water, "
-        "big water and zero-shot argon, fine-tune on argon (several frame counts, encoders frozen or not), and write "
+        "big water and zero-shot argon, fine-tune on argon (several frame counts, encoders frozen or not), train "
+        "from-scratch argon controls, and write "
         "reproduction.json, reproduction.md and figures. Resumable: rerun the same command after a stop. Scales: "
         + "; ".join(f"{name}: {scale.description}" for name, scale in SCALES.items()),
     )
@@ -81,6 +82,12 @@ def add_reproduce(sub) -> None:
     p.add_argument("--work", type=Path, default=Path("reproduce"), help="folder for data/, runs/, evals/, logs/")
     p.add_argument("--results", type=Path, help="where the JSON, table and figures go (default: WORK/results)")
     p.add_argument("--jobs", type=int, help="trainings side by side, one torch thread each (default: the scale's)")
+    p.add_argument(
+        "--families",
+        nargs="+",
+        metavar="FAMILY",
+        help="only these model families' runs (e.g. csnequip); rows of the others already in --results are kept",
+    )
     add_device(p)
     p.add_argument("--update-readme", type=Path, help="also put the table into this README's reproduction block")
     p.add_argument("--no-progress", action="store_true")
@@ -91,7 +98,9 @@ def run_reproduce(args) -> int:
     from gnnmd.study.reproduction import Reproduction, update_readme
 
     results = args.results or args.work / "results"
-    report = Reproduction(args.scale, args.work, results, args.jobs, not args.no_progress, args.device).run()
+    report = Reproduction(
+        args.scale, args.work, results, args.jobs, not args.no_progress, args.device, args.families
+    ).run()
     table = (results / "reproduction.md").read_text()
     if args.update_readme:
         update_readme(args.update_readme, table)

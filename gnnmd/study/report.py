@@ -9,6 +9,7 @@ from pathlib import Path
 from gnnmd.analysis.plotting import pyplot
 
 SYSTEM_NAMES = {"water": "water (216)", "big-water": "big water (1600)", "argon": "argon"}
+TRAINED_ON = {"water": "water", "water+argon": "water → argon", "argon": "argon only (control)"}
 
 
 def _cell(value, digits: int = 3) -> str:
@@ -18,7 +19,7 @@ def _cell(value, digits: int = 3) -> str:
 def markdown_table(rows: list[dict], study: list[dict]) -> str:
     """One line per evaluation, the study's own numbers first."""
     lines = [
-        "| model | electrostatics | trained on | evaluated on | fine-tune frames | encoders | force MAE | force RMSE "
+        "| model | electrostatics | trained on | evaluated on | argon frames | encoders | force MAE | force RMSE "
         "| mean \\|F\\| | MAE / mean \\|F\\| | energy MAE / atom (about its offset) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -28,7 +29,7 @@ def markdown_table(rows: list[dict], study: list[dict]) -> str:
         lines.append(f"| reference study (mpnn) | none | water | {system} | – | – | {mae} | – | – | – | – |")
     for row in rows:
         system = SYSTEM_NAMES[row["eval_system"]] + (" val" if row["split"] == "val" else "")
-        trained = "water → argon" if row["train_system"] == "water+argon" else "water"
+        trained = TRAINED_ON[row["train_system"]]
         frames = str(row["finetune_frames"]) if row["finetune_frames"] else "–"
         encoders = "–" if row["frozen"] is None else ("frozen" if row["frozen"] else "trained")
         lines.append(
@@ -87,8 +88,13 @@ def plot_error_vs_finetune_frames(rows: list[dict], path: Path) -> Path:
         zero_shot = [r["force_mae"] for r in rows if r["run"] == parent and r["eval_system"] == "argon"]
         if zero_shot:
             ax.axhline(zero_shot[0], color=color, ls="--", lw=0.8)
+        family = next(r["model"] for r in rows if r["parent"] == parent)
+        control = sorted((r["finetune_frames"], r["force_mae"]) for r in rows
+                         if r["train_system"] == "argon" and r["model"] == family)  # fmt: skip
+        if control:
+            ax.plot(*zip(*control), "x-.", color=color, label=f"{family}, argon only (control)")
     ax.axhline(0.02, color="0.5", lw=0.8, ls="-.", label="target 0.02")
-    ax.set(xscale="log", yscale="log", xlabel="argon frames for fine-tuning", ylabel="argon force MAE (kcal/mol/Å)",
+    ax.set(xscale="log", yscale="log", xlabel="argon training frames", ylabel="argon force MAE (kcal/mol/Å)",
            title="fine-tuning on argon (dashed: zero-shot)")  # fmt: skip
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -119,12 +125,13 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for run in repro.scale.water_runs:
+    for run in repro.water_runs:
         written += run_figures(repro.runs / run, out)  # loss curves (Fig. 2) and water probes (Fig. 3)
     written.append(plot_error_vs_size(rows, STUDY, out / "error_vs_system_size.png"))
     written.append(plot_error_vs_finetune_frames(rows, out / "error_vs_finetune_frames.png"))
     argon_type = json.loads((repro.data / "argon" / "manifest.json").read_text())["type_table"][0]
-    for parent in repro.scale.finetune_from:
+    parents = [run for run in repro.scale.finetune_from if run in repro.water_runs]
+    for parent in parents:
         finetuned = {
             f"fine-tuned, {n} frames": repro.runs / repro.finetune_name(parent, n, False) / "best.pt"
             for n in repro.scale.finetune_frames
@@ -135,9 +142,9 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
         )
     # parity plots: every water model on water and big water, every fine-tuned family on argon
     middle = repro.scale.finetune_frames[len(repro.scale.finetune_frames) // 2]
-    picks = [(run, system, "val" if system == "water" else "all") for run in repro.scale.water_runs
-             for system in ("water", "big-water")]  # fmt: skip
-    picks += [(repro.finetune_name(parent, middle, False), "argon", "all") for parent in repro.scale.finetune_from]
+    picks = [(run, system, "val" if system == "water" else "all") for run in repro.water_runs
+             for system in ("water", "big-water", "argon")]  # fmt: skip
+    picks += [(repro.finetune_name(parent, middle, False), "argon", "all") for parent in parents]
     for run, system, split in picks:
         source = repro.evals / f"{run}__{system}-{split}.png"
         if source.exists():

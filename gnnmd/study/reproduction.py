@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gnnmd.files import atomic_write_text
 from gnnmd.lammps.generate import protocol_from_options
-from gnnmd.study.scales import FROZEN_PART, SCALES, STUDY
+from gnnmd.study.scales import FROZEN_PART, SCALES, STUDY, argon_budget
 from gnnmd.study.steps import Step, command_options, run_steps
 
 
@@ -32,6 +32,7 @@ class Reproduction:
         jobs: int | None = None,
         progress: bool = True,
         device: str = "auto",
+        families: tuple[str, ...] | None = None,
     ):
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
@@ -41,6 +42,13 @@ class Reproduction:
         self.jobs = jobs or self.scale.jobs
         self.progress = progress
         self.device = device  # for every training and evaluation step
+        # the water runs this invocation trains, evaluates and fine-tunes (all, or those of `families`)
+        known = {options["model"] for options in self.scale.water_runs.values()}
+        if families and not set(families) <= known:
+            raise ValueError(f"unknown families {sorted(set(families) - known)}; the {scale} scale has {sorted(known)}")
+        self.water_runs = [run for run, options in self.scale.water_runs.items()
+                           if not families or options["model"] in families]  # fmt: skip
+        self.families = tuple(families or ())
 
     # ------------------------------------------------------------------------------------------ steps
     def generate_steps(self) -> list[Step]:
@@ -55,34 +63,53 @@ class Reproduction:
     def train_steps(self) -> list[Step]:
         common = [*command_options(self.scale.train_common), "--threads", "1", "--device", self.device, "--no-progress"]
         return [
-            self._training(name, self.data / "water", ["train", *command_options(options), *common])
-            for name, options in self.scale.water_runs.items()
+            self._training(run, self.data / "water", ["train", *command_options(self.scale.water_runs[run]), *common])
+            for run in self.water_runs
         ]
+
+    def argon_runs(self) -> list[dict]:
+        """Every argon row: each water run fine-tuned on each frame count (encoders trained, and frozen where
+        the family has encoders to freeze), and, for the runs in `scratch_from`, its recipe trained on argon
+        alone with the same budget (the control that says what water pretraining is worth)."""
+        runs = []
+        for parent in (run for run in self.scale.finetune_from if run in self.water_runs):
+            family = self._family(parent)
+            for frames in self.scale.finetune_frames:
+                for frozen in (False, True) if FROZEN_PART[family] else (False,):
+                    runs.append({"name": self.finetune_name(parent, frames, frozen), "parent": parent,
+                                 "frames": frames, "frozen": frozen, "train_system": "water+argon"})  # fmt: skip
+        for recipe in (run for run in self.scale.scratch_from if run in self.water_runs):
+            for frames in self.scale.finetune_frames:
+                runs.append({"name": self.scratch_name(recipe, frames), "parent": None, "recipe": recipe,
+                             "frames": frames, "frozen": None, "train_system": "argon"})  # fmt: skip
+        return runs
 
     def finetune_steps(self) -> list[Step]:
         steps = []
-        for parent in self.scale.finetune_from:
-            family = self._family(parent)
-            for frames in self.scale.finetune_frames:
-                for frozen in (False, True):
-                    name = self.finetune_name(parent, frames, frozen)
-                    argv = ["finetune", "--from", str(self.runs / parent / "best.pt"), "--max-frames", str(frames),
-                            *(["--freeze", FROZEN_PART[family]] if frozen else []),
-                            *command_options(self.scale.finetune_options[family]),
-                            "--checkpoint-every", "5", "--threads", "1", "--device", self.device, "--no-progress"]  # fmt: skip
-                    steps.append(self._training(name, self.data / "argon-train", argv))
+        common = ["--checkpoint-every", "5", "--threads", "1", "--device", self.device, "--no-progress"]
+        for run in self.argon_runs():
+            family = self._family(run["parent"] or run["recipe"])
+            options = argon_budget(self.scale.finetune_options[family], run["frames"])
+            if run["parent"]:
+                head = ["finetune", "--from", str(self.runs / run["parent"] / "best.pt")]
+                head += ["--freeze", FROZEN_PART[family]] if run["frozen"] else []
+            else:  # the water recipe's model, trained from scratch on argon
+                recipe = self.scale.water_runs[run["recipe"]]
+                head = ["train", "--model", family, "--electrostatics", "none",
+                        *command_options({"hyper": recipe.get("hyper", {})})]  # fmt: skip
+            argv = [*head, "--max-frames", str(run["frames"]), *command_options(options), *common]
+            steps.append(self._training(run["name"], self.data / "argon-train", argv))
         return steps
 
     def evaluations(self) -> list[tuple[str, str, str, dict]]:
         """(run, eval system, split, row fields) of every evaluation in the table."""
         planned = []
-        for run in self.scale.water_runs:
+        for run in self.water_runs:
             planned += [(run, "water", "val", {}), (run, "big-water", "all", {}), (run, "argon", "all", {})]
-        for parent in self.scale.finetune_from:
-            for frames in self.scale.finetune_frames:
-                for frozen in (False, True):
-                    fields = {"finetune_frames": frames, "frozen": frozen, "parent": parent}
-                    planned.append((self.finetune_name(parent, frames, frozen), "argon", "all", fields))
+        for run in self.argon_runs():
+            fields = {"finetune_frames": run["frames"], "frozen": run["frozen"], "parent": run["parent"],
+                      "train_system": run["train_system"]}  # fmt: skip
+            planned.append((run["name"], "argon", "all", fields))
         return planned
 
     def evaluate_steps(self, planned) -> list[Step]:
@@ -98,6 +125,10 @@ class Reproduction:
     @staticmethod
     def finetune_name(parent: str, frames: int, frozen: bool) -> str:
         return f"{parent.removesuffix('-water')}-argon{frames}{'-frozen' if frozen else ''}"
+
+    @staticmethod
+    def scratch_name(recipe: str, frames: int) -> str:
+        return f"{recipe.removesuffix('-water').split('-')[0]}-argon{frames}-scratch"
 
     def _family(self, run: str) -> str:
         return self.scale.water_runs[run]["model"]
@@ -159,7 +190,7 @@ class Reproduction:
             rows.append({
                 "model": config["model"],
                 "electrostatics": config.get("electrostatics", "none"),
-                "train_system": "water+argon" if fields else "water",
+                "train_system": fields.get("train_system", "water"),
                 "eval_system": system,
                 "split": split,
                 "finetune_frames": fields.get("finetune_frames", 0),
@@ -182,20 +213,36 @@ class Reproduction:
         from gnnmd.study.report import markdown_table, write_figures
 
         self.results.mkdir(parents=True, exist_ok=True)
+        command = ["gnnmd", "reproduce", "--scale", self.scale_name, "--work", str(self.work)]
+        if self.families:  # a part of the study: the other families' rows stay as they were
+            command += ["--families", *self.families]
+            rows = self._kept_rows({row["run"] for row in rows}) + rows
         report = {
             "benchmark": "reproduction",
             "scale": self.scale_name,
             "scale_description": self.scale.description,
-            "command": " ".join(["gnnmd", "reproduce", "--scale", self.scale_name, "--work", str(self.work)]),
+            "command": " ".join(command),
             "minutes_this_invocation": minutes,
             "machine": {"cpus": os.cpu_count(), "jobs": self.jobs},
             "study": STUDY,
             "rows": rows,
         }
-        (self.results / "reproduction.json").write_text(json.dumps(report, indent=2) + "\n")
-        (self.results / "reproduction.md").write_text(markdown_table(rows, STUDY) + "\n")
+        atomic_write_text(self.results / "reproduction.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(self.results / "reproduction.md", markdown_table(rows, STUDY) + "\n")
         write_figures(self, rows, self.results / "figures")
         return report
+
+    def _kept_rows(self, remade: set[str]) -> list[dict]:
+        """The rows of an earlier reproduction.json (same scale) that this invocation did not remake."""
+        path = self.results / "reproduction.json"
+        if not path.exists():
+            return []
+        old = json.loads(path.read_text())
+        if old.get("scale") != self.scale_name:
+            raise ValueError(
+                f"{path}: holds the {old.get('scale')} scale, not {self.scale_name}; use another --results"
+            )
+        return [row for row in old["rows"] if row["run"] not in remade]
 
 
 def _plain(value):
