@@ -18,15 +18,17 @@ from gnnmd.lammps.liquids import fcc_lattice, lennard_jones_liquid, reduced_temp
 
 MODELS = [SHIPPED_MODELS / "csnequip-pme-water" / "best.pt", SHIPPED_MODELS / "nequip-pme-water" / "best.pt"]
 # (name, species as (eps, sigma[, charge]), reduced temperature kT/eps of the first species, reduced density
-# rho sigma^3 with the species' mean sigma). Water's O-O: eps 0.155, sigma 3.165; argon's: 0.2378, 3.405.
+# rho sigma^3 with the species' mean sigma, LJ cutoff in A). Water's O-O: eps 0.155, sigma 3.165, cut 10 A
+# = 3.16 sigma; argon's: 0.2378, 3.405 (10 A = 2.94 sigma).
 RANGE = [
-    *[(f"sigma {sigma:g}", [(0.3, sigma)], 0.75, 0.84) for sigma in (2.5, 3.0, 3.4, 4.0, 4.5)],
-    *[(f"eps {eps:g}", [(eps, 3.4)], 0.75, 0.84) for eps in (0.05, 1.0, 3.0)],
-    *[(f"T* {t:g}", [(0.3, 3.4)], t, 0.84) for t in (1.5, 3.0, 6.0, 12.0, 30.0, 60.0)],
-    *[(f"rho* {rho:g}, T* 1.5", [(0.3, 3.4)], 1.5, rho) for rho in (1.0, 1.15)],
-    ("mixture sigma 3.0/3.6", [(0.3, 3.0), (0.2, 3.6)], 0.75, 0.84),
-    ("mixture sigma 2.8/4.2", [(0.3, 2.8), (0.3, 4.2)], 0.75, 0.84),
-    *[(f"charged +-{q:g} (sigma 3.0/3.6)", [(0.3, 3.0, q), (0.2, 3.6, -q)], 1.0, 0.84) for q in (0.3, 0.8, 1.5)],
+    *[(f"sigma {sigma:g}", [(0.3, sigma)], 0.75, 0.84, 10.0) for sigma in (2.5, 3.0, 3.4, 4.0, 4.5)],
+    *[(f"eps {eps:g}", [(eps, 3.4)], 0.75, 0.84, 10.0) for eps in (0.05, 1.0, 3.0)],
+    *[(f"T* {t:g}", [(0.3, 3.4)], t, 0.84, 10.0) for t in (1.5, 3.0, 6.0, 12.0, 30.0, 60.0)],
+    *[(f"rho* {rho:g}, T* 1.5", [(0.3, 3.4)], 1.5, rho, 10.0) for rho in (1.0, 1.15)],
+    *[(f"cutoff {cut / 3.4:.2g} sigma", [(0.3, 3.4)], 0.75, 0.84, cut) for cut in (8.5, 13.6)],
+    ("mixture sigma 3.0/3.6", [(0.3, 3.0), (0.2, 3.6)], 0.75, 0.84, 10.0),
+    ("mixture sigma 2.8/4.2", [(0.3, 2.8), (0.3, 4.2)], 0.75, 0.84, 10.0),
+    *[(f"charged +-{q:g} (sigma 3.0/3.6)", [(0.3, 3.0, q), (0.2, 3.6, -q)], 1.0, 0.84, 10.0) for q in (0.3, 0.8, 1.5)],
 ]
 
 
@@ -50,18 +52,18 @@ def range_rows(model: Path, work: Path) -> list[dict]:
     from gnnmd.cli import main as gnnmd
 
     rows = []
-    for name, species, reduced_t, reduced_density in RANGE:
+    for name, species, reduced_t, reduced_density, cutoff in RANGE:
         folder = work / name.replace(" ", "_").replace("/", "-").replace("*", "")
         temperature = reduced_temperature_to_kelvin(reduced_t, species[0][0])
         if not (folder / "dataset" / "manifest.json").exists():
             lattice = fcc_lattice(sum(s[1] for s in species) / len(species), reduced_density)
-            data_file, dump = lennard_jones_liquid(folder / "lammps", species, temperature, lattice)
+            data_file, dump = lennard_jones_liquid(folder / "lammps", species, temperature, lattice, cutoff=cutoff)
             argv = ["import", "--data", str(data_file), "--dump", str(dump), "--out", str(folder / "dataset")]
             if gnnmd(argv) != 0:
                 raise SystemExit(f"gnnmd {' '.join(argv)} failed")
         row = evaluate(model, folder / "dataset", "all")
         rows.append({"what": "range", "liquid": name, "species": species, "reduced_temperature": reduced_t,
-                     "reduced_density": reduced_density, "temperature": temperature,
+                     "reduced_density": reduced_density, "temperature": temperature, "lj_cutoff": cutoff,
                      "shortest_reduced_distance": shortest_reduced_distance(folder / "dataset"), **row})  # fmt: skip
         print(
             f"{name}: force MAE {row['force_mae']:.4f} = {row['relative_force_mae']:.1%} of mean |F|, "

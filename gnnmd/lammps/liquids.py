@@ -27,15 +27,16 @@ def lennard_jones_liquid(
     lattice: float,
     frames: int = 10,
     seed: int = 7,
+    cutoff: float = 10.0,
 ) -> tuple[Path, Path]:
-    """A liquid of 256 atoms by LAMMPS (lj/cut 10 A with arithmetic mixing, NVT 6 ps from an fcc lattice,
+    """A liquid of 256 atoms by LAMMPS (lj/cut `cutoff` A with arithmetic mixing, NVT 6 ps from an fcc lattice,
     then `frames` frames 200 fs apart): species are (eps, sigma) or (eps, sigma, charge); with charges the
-    pair style is lj/cut/coul/long 10 A with PPPM. Two species split the atoms exactly in half.
+    pair style is lj/cut/coul/long with PPPM. Two species split the atoms exactly in half.
     Returns its data file (with the pair coefficients) and the dump of positions and forces."""
     folder = Path(folder)
     folder.mkdir(parents=True)
     charged = any(len(s) > 2 and s[2] for s in species)
-    pair = "lj/cut/coul/long 10.0" if charged else "lj/cut 10.0"
+    pair = f"lj/cut/coul/long {cutoff}" if charged else f"lj/cut {cutoff}"
     commands = ["units real", "atom_style full", "boundary p p p", f"lattice fcc {lattice}",
                 "region box block 0 4 0 4 0 4", f"create_box {len(species)} box", "create_atoms 1 box",
                 f"pair_style {pair}", "pair_modify mix arithmetic"]  # fmt: skip
