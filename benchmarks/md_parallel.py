@@ -182,9 +182,9 @@ def main() -> None:
 def pooled_npt(rows: list[dict]) -> list[dict]:
     """One row per model and length over its seeds: the mean of the seeds' densities, model and LAMMPS,
     and the standard error of that mean."""
-    pooled = []
-    for key in dict.fromkeys((r["model"], r["ps"]) for r in rows if r.get("ensemble") == "npt" and r.get("seed")):
-        runs = [r for r in rows if r.get("ensemble") == "npt" and (r["model"], r["ps"]) == key and r.get("seed")]
+    pooled, seeded = [], [r for r in rows if r.get("ensemble") == "npt" and r.get("seed")]
+    for key in dict.fromkeys((r["model"], r["ps"]) for r in seeded):
+        runs = [r for r in seeded if (r["model"], r["ps"]) == key]
         if len(runs) < 2 or "density_se" not in runs[0]:
             continue
         mean = {k: float(np.mean([r[k] for r in runs])) for k in ("density_g_cm3", "lammps_density_g_cm3")}

@@ -130,7 +130,7 @@ def write_figures(repro, rows: list[dict], out: Path) -> list[Path]:
     written.append(plot_error_vs_size(rows, STUDY, out / "error_vs_system_size.png"))
     written.append(plot_error_vs_finetune_frames(rows, out / "error_vs_finetune_frames.png"))
     argon_type = json.loads((repro.data / "argon" / "manifest.json").read_text())["type_table"][0]
-    parents = [run for run in repro.scale.finetune_from if run in repro.water_runs]
+    parents = repro.finetune_parents()
     for parent in parents:
         finetuned = {
             f"fine-tuned, {n} frames": repro.runs / repro.finetune_name(parent, n, False) / "best.pt"

@@ -67,12 +67,16 @@ class Reproduction:
             for run in self.water_runs
         ]
 
+    def finetune_parents(self) -> list[str]:
+        """The scale's fine-tuning parents among this invocation's water runs."""
+        return [run for run in self.scale.finetune_from if run in self.water_runs]
+
     def argon_runs(self) -> list[dict]:
         """Every argon row: each water run fine-tuned on each frame count (encoders trained, and frozen where
         the family has encoders to freeze), and, for the runs in `scratch_from`, its recipe trained on argon
         alone with the same budget (the control that says what water pretraining is worth)."""
         runs = []
-        for parent in (run for run in self.scale.finetune_from if run in self.water_runs):
+        for parent in self.finetune_parents():
             family = self._family(parent)
             for frames in self.scale.finetune_frames:
                 for frozen in (False, True) if FROZEN_PART[family] else (False,):
