@@ -6,8 +6,10 @@ to 1e-5 kcal/mol/A, potential energies per step to 1e-6, and in NPT (the virial)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +56,17 @@ def _md_args(model, data_file, out, steps, *extra) -> list[str]:
 
 
 def _on_two_ranks(args: list[str]) -> subprocess.CompletedProcess:
+    """`mpiexec -n 2 python -m gnnmd.cli ARGS`. gnnmd exits 0, 1, 2 or 130; a rank killed from outside
+    (SIGKILL: mpiexec says 9, seen once in CI with nothing on stderr but the run's own warning) is not
+    gnnmd's answer, so that run is repeated once, with a warning that shows in the test summary."""
     command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "gnnmd.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if result.returncode in (9, -9, 137):
+        message = f"a rank was killed (mpiexec exit {result.returncode}); stdout: {result.stdout[-2000:]}"
+        warnings.warn(message, stacklevel=2)
+        shutil.rmtree(args[args.index("--out") + 1], ignore_errors=True)  # the test's own folder
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return result
 
 
 def _dump_forces(dump: Path) -> list[np.ndarray]:
@@ -72,7 +83,7 @@ def _same_run_on_one_and_two_ranks(model, data_file, tmp_path, steps, *extra):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_md_args(model, data_file, one, steps, *extra)) == 0
     result = _on_two_ranks(_md_args(model, data_file, two, steps, *extra))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, (result.returncode, result.stderr, result.stdout[-3000:])
     assert result.stdout.count(str(two)) == 1  # one summary line, from the first rank
     summaries = [json.loads((out / "summary.json").read_text()) for out in (one, two)]
     assert summaries[1]["mpi_ranks"] == 2 and not summaries[1]["blown_up"]
