@@ -181,7 +181,9 @@ def main() -> None:
 
 def pooled_npt(rows: list[dict]) -> list[dict]:
     """One row per model and length over its seeds: the mean of the seeds' densities, model and LAMMPS,
-    and the standard error of that mean."""
+    and the standard error of that mean from the runs' block errors; from three seeds on, also the one
+    the seeds' own scatter gives (std of their density errors / sqrt(seeds)), which the block errors
+    can understate when the barostat's volume is correlated over more than a block."""
     pooled, seeded = [], [r for r in rows if r.get("ensemble") == "npt" and r.get("seed")]
     for key in dict.fromkeys((r["model"], r["ps"]) for r in seeded):
         runs = [r for r in seeded if (r["model"], r["ps"]) == key]
@@ -194,8 +196,14 @@ def pooled_npt(rows: list[dict]) -> list[dict]:
         pooled.append({"ensemble": "npt", "seed": "pooled", "seeds": [r["seed"] for r in runs], "model": key[0],
                        "ps": key[1], "atoms": runs[0]["atoms"], "lj_tail": runs[0]["lj_tail"], **mean, **se,
                        "density_error": error, "density_error_se": float(error_se),
+                       "density_error_seed_se": _seed_scatter(runs),
                        "density_over": runs[0]["density_over"]})  # fmt: skip
     return pooled
+
+
+def _seed_scatter(runs: list[dict]) -> float | None:
+    errors = [r["density_g_cm3"] / r["lammps_density_g_cm3"] - 1.0 for r in runs]
+    return float(np.std(errors, ddof=1) / np.sqrt(len(errors))) if len(errors) >= 3 else None
 
 
 def _same(a: dict, b: dict) -> bool:
