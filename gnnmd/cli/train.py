@@ -48,26 +48,12 @@ def _common(p, finetune: bool) -> None:
         "--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)"
     )
     p.add_argument(
-        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
-    )
-    p.add_argument("--loss", choices=LOSSES, default="l1")
-    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
-    p.add_argument(
         "--electrostatics",
         choices=ELECTROSTATICS,
         default="auto",
         help="PME Coulomb of the node charges added to the model, which learns the rest (auto: pme when the system has charges)",
     )
-    p.add_argument(
-        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
-    )
-    p.add_argument(
-        "--stress-weight",
-        type=float,
-        default=0.0,
-        help="weight of the per-atom virial loss (energy models on `gnnmd generate` datasets; the reference "
-        "virials come from a LAMMPS rerun of the frames, kept in the dataset folder)",
-    )
+    _loss_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)
@@ -88,6 +74,25 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     _output_options(p)
+
+
+def _loss_options(p) -> None:
+    """What the loss is made of: its kind, and the weights of its terms beside the forces."""
+    p.add_argument(
+        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
+    )
+    p.add_argument("--loss", choices=LOSSES, default="l1")
+    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
+    p.add_argument(
+        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
+    )
+    p.add_argument(
+        "--stress-weight",
+        type=float,
+        default=0.0,
+        help="weight of the per-atom virial loss (energy models on `gnnmd generate` datasets; the reference "
+        "virials come from a LAMMPS rerun of the frames, kept in the dataset folder)",
+    )
 
 
 def _output_options(p) -> None:
