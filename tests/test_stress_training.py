@@ -14,7 +14,16 @@ import pytest
 import torch
 
 from gnnmd.cli import main
-from gnnmd.data import DataWarning, FrameDataset, coulomb_cache, load_frames, make_loader, reference_virial_cache
+from gnnmd.data import (
+    DataWarning,
+    FrameDataset,
+    chosen_frame_indices,
+    coulomb_cache,
+    load_frames,
+    make_loader,
+    reference_virial_cache,
+    run_split,
+)
 from gnnmd.data.virial_cache import read_reference_virials, virial_cache_path
 from gnnmd.inference.evaluate import model_virials, select_frames, virial_errors
 from gnnmd.models.checkpoint import load_model, save_checkpoint
@@ -232,6 +241,25 @@ def test_training_with_a_stress_term_through_the_cli(water_run, tmp_path):
     config = runs / "stress" / "config.json"
     assert main(["train", "--config", str(config), "--name", "again", "--epochs", "1", "--quiet", "--no-progress"]) == 0
     assert json.loads((runs / "again" / "config.json").read_text())["stress_weight"] == 1.0
+
+
+@pytest.mark.slow
+def test_finetuning_with_a_stress_term_on_some_of_the_frames(water_run, tmp_path):
+    """`gnnmd finetune --stress-weight --max-frames`: the targets follow the frames the run keeps (the
+    logged validation virial MAE is model_virials' against LAMMPS on exactly those frames)."""
+    data, runs = tmp_path / "water", tmp_path / "runs"
+    shutil.copytree(water_run, data)
+    assert main(_train_args(data, runs, "parent", "--electrostatics", "none")) == 0
+    args = ["finetune", "--from", str(runs / "parent" / "best.pt"), "--data", str(data), "--runs-dir", str(runs)]
+    args += ["--name", "ft", "--max-frames", "7", "--epochs", "1", "--stress-weight", "1", "--quiet", "--no-progress"]
+    assert main(args) == 0
+    frames = load_frames(data)
+    chosen, _, val = run_split(frames, 7, 0.1, 0)
+    reference = read_reference_virials(frames, data).virials[chosen_frame_indices(len(frames), 7)][val]
+    expected = virial_errors(model_virials(runs / "ft" / "best.pt", chosen, val), reference, chosen, val)
+    rows = list(csv.DictReader(open(runs / "ft" / "metrics.csv")))
+    assert float(rows[-1]["val_virial_mae_per_atom"]) == pytest.approx(expected["virial_mae_per_atom"], rel=1e-4)
+    assert json.loads((runs / "ft" / "config.json").read_text())["stress_weight"] == 1.0
 
 
 def test_stress_weight_is_refused_without_an_energy_or_a_force_field(water_run, tmp_path, capsys):
