@@ -1,6 +1,7 @@
-"""Everything a run needs before its first epoch: the frames and their split, the reference virials
-(with a stress term), the Coulomb cache, the normalisation, the model (new, or fine-tuned from a parent checkpoint), the run directory, the state
-to resume, and the resolved configuration that config.json and every checkpoint record.
+"""Everything a run needs before its first epoch: the frames and their split, the reference virials (with
+a stress term), the Coulomb cache, the normalisation, the model (new, or fine-tuned from a parent
+checkpoint), the run directory, the state to resume, and the resolved configuration that config.json and
+every checkpoint record.
 
 Forces are learned in units of the training set's force RMS (the model multiplies its output by a
 stored `force_scale`), so a force-only loss has an O(1) target and cannot settle on zero (seed 000)."""
