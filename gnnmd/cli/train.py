@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gnnmd.cli.common import add_device, set_threads
-from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig
+from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig, check_virial_family
 from gnnmd.train.setup import RUN_RECORD_KEYS
 
 
@@ -48,19 +48,12 @@ def _common(p, finetune: bool) -> None:
         "--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)"
     )
     p.add_argument(
-        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
-    )
-    p.add_argument("--loss", choices=LOSSES, default="l1")
-    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
-    p.add_argument(
         "--electrostatics",
         choices=ELECTROSTATICS,
         default="auto",
         help="PME Coulomb of the node charges added to the model, which learns the rest (auto: pme when the system has charges)",
     )
-    p.add_argument(
-        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
-    )
+    _loss_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)
@@ -81,6 +74,25 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     _output_options(p)
+
+
+def _loss_options(p) -> None:
+    """What the loss is made of: its kind, and the weights of its terms beside the forces."""
+    p.add_argument(
+        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
+    )
+    p.add_argument("--loss", choices=LOSSES, default="l1")
+    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
+    p.add_argument(
+        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
+    )
+    p.add_argument(
+        "--stress-weight",
+        type=float,
+        default=0.0,
+        help="weight of the per-atom virial loss (energy models on `gnnmd generate` datasets; the reference "
+        "virials come from a LAMMPS rerun of the frames, kept in the dataset folder)",
+    )
 
 
 def _output_options(p) -> None:
@@ -192,11 +204,25 @@ def _print_summary(summary: dict, quiet: bool = False) -> int:
     return 0
 
 
+def _reference_virials(config: TrainConfig) -> None:
+    """With --stress-weight: the dataset's reference virials stored in its folder (LAMMPS reruns, once per
+    dataset; gnnmd.lammps.label.cached_reference_virials), where training reads them. The options are
+    checked first, so a wrong family is refused before LAMMPS runs."""
+    if not config.stress_weight > 0:
+        return
+    config.check()
+    check_virial_family(config.model)  # fine-tuning: the parent's
+    from gnnmd.lammps.label import cached_reference_virials
+
+    cached_reference_virials(config.data)
+
+
 def run_train(args) -> int:
     from gnnmd.train import train
 
     set_threads(args.threads)
     config = _config(args, model=args.model, hyper=dict(args.hyper))
+    _reference_virials(config)
     return _print_summary(train(config), config.quiet)
 
 
@@ -208,6 +234,7 @@ def run_finetune(args) -> int:
     freeze = tuple(part.strip() for part in args.freeze.split(",") if part.strip())
     defaults = finetune_defaults(args.init_from, args.data, args.name, args.cutoff)
     config = _config(args, init_from=str(args.init_from), freeze=freeze, **defaults)
+    _reference_virials(config)
     return _print_summary(train(config), config.quiet)
 
 

@@ -4,7 +4,11 @@ A model trained with PME learns reference minus Coulomb; the Coulomb energies an
 training frames do not change between epochs or runs, so they are stored as coulomb_<hash>.npz in the
 dataset folder. The hash covers the positions, cells, charges, excluded pairs and PME settings, so a
 changed input gets a new file. What computes them (PME, in gnnmd.models.electrostatics) is passed in:
-the data layer stores, it does not do physics."""
+the data layer stores, it does not do physics.
+
+A stress term in training (`--stress-weight`) also needs the Coulomb virial of each frame: asked for
+(`virials=True`), it is computed once and added to the same file, so a cache written without it is
+extended, not recomputed, and runs that do not ask for it never pay for it."""
 
 from __future__ import annotations
 
@@ -33,11 +37,20 @@ class CoulombCache:
     forces: np.ndarray  # (F, N, 3) float32, kcal/mol/A
     params: dict
     path: Path | None = None
+    virials: np.ndarray | None = None  # (F, 3, 3) float64, kcal/mol; None: not asked for
 
     def subset(self, indices) -> CoulombCache:
         """The entries of some frames, in the order of `indices` (as `Frames.subset`)."""
         indices = np.asarray(indices)
-        return CoulombCache(self.energies[indices], self.forces[indices], self.params, None)
+        virials = None if self.virials is None else self.virials[indices]
+        return CoulombCache(self.energies[indices], self.forces[indices], self.params, None, virials)
+
+    def virials_for_batch(self, batch) -> torch.Tensor:
+        """(B, 3, 3) float64 Coulomb virials of the frames of a PyG batch, in its order."""
+        if self.virials is None:
+            raise ValueError("this Coulomb cache holds no virials (ask coulomb_cache for them)")
+        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
+        return torch.from_numpy(self.virials[frames]).to(batch.pos.device)
 
     def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(forces (sum N, 3) float32, energies (B,) float64) of the frames in a PyG batch, in its order."""
@@ -68,30 +81,47 @@ def _read(path: Path, frames, electrostatics) -> CoulombCache | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             energies, forces = data["energies"], data["forces"]
+            virials = data["virials"] if "virials" in data else None
         if energies.shape != (len(frames),) or forces.shape != frames.positions.shape:
             raise ValueError(f"energies {energies.shape} and forces {forces.shape} do not fit the frames")
+        if virials is not None and virials.shape != (len(frames), 3, 3):
+            raise ValueError(f"virials {virials.shape} do not fit the frames")
     except NPZ_ERRORS as err:
         warnings.warn(
             f"{path}: broken Coulomb cache ({type(err).__name__}: {err}); recomputing it", DataWarning, stacklevel=3
         )
         return None
-    return CoulombCache(energies, forces, electrostatics.config(), path)
+    return CoulombCache(energies, forces, electrostatics.config(), path, virials)
 
 
-def coulomb_cache(frames, directory: str | Path | None, electrostatics, progress: bool = True) -> CoulombCache:
-    """Coulomb energies and forces of every frame by `electrostatics` (an `Electrostatics`: its
-    `config()`, charges, excluded pairs and `compute_frames`), read from `directory` when stored there
-    before, else computed and, with a `directory`, stored (a broken stored file is named, recomputed and
-    replaced atomically)."""
+def _write(cache: CoulombCache) -> None:
+    arrays = dict(energies=cache.energies, forces=cache.forces)
+    if cache.virials is not None:
+        arrays["virials"] = cache.virials
+    atomic_write(cache.path, lambda handle: np.savez(handle, **arrays))
+
+
+def coulomb_cache(
+    frames, directory: str | Path | None, electrostatics, progress: bool = True, virials: bool = False
+) -> CoulombCache:
+    """Coulomb energies and forces (and with `virials`, virials) of every frame by `electrostatics` (an
+    `Electrostatics`: its `config()`, charges, excluded pairs, `compute_frames` and `compute_virials`), read
+    from `directory` when stored there before, else computed and, with a `directory`, stored (a broken
+    stored file is named, recomputed and replaced atomically; one without the virials asked for gets them
+    added)."""
     path = None
+    cache = None
     if directory is not None:
         path = Path(directory) / f"coulomb_{_cache_key(frames, electrostatics)}.npz"
         if path.is_file():
             cache = _read(path, frames, electrostatics)
-            if cache is not None:
-                return cache
-    energies, forces = electrostatics.compute_frames(frames, progress=progress)
-    cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
-    if path is not None:
-        atomic_write(path, lambda handle: np.savez(handle, energies=cache.energies, forces=cache.forces))
+    changed = cache is None
+    if cache is None:
+        energies, forces = electrostatics.compute_frames(frames, progress=progress)
+        cache = CoulombCache(energies, forces.astype(np.float32), electrostatics.config(), path)
+    if virials and cache.virials is None:
+        cache.virials = np.asarray(electrostatics.compute_virials(frames, progress=progress), dtype=np.float64)
+        changed = True
+    if changed and path is not None:
+        _write(cache)
     return cache

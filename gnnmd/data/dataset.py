@@ -60,13 +60,20 @@ def split_indices(frames: Frames, val_fraction: float = 0.1, seed: int = 0) -> t
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def chosen_frame_indices(n_frames: int, max_frames: int | None) -> np.ndarray:
+    """The frames `choose_frames` keeps of `n_frames`, as indices: all, or `max_frames` spread evenly."""
+    if max_frames is None or max_frames >= n_frames:
+        return np.arange(n_frames)
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be at least 2 (train and validation), got {max_frames}")
+    return np.unique(np.linspace(0, n_frames - 1, max_frames).round().astype(np.int64))
+
+
 def choose_frames(frames: Frames, max_frames: int | None) -> Frames:
     """All frames, or `max_frames` spread evenly over the whole set (every segment keeps some)."""
     if max_frames is None or max_frames >= len(frames):
         return frames
-    if max_frames < 2:
-        raise ValueError(f"max_frames must be at least 2 (train and validation), got {max_frames}")
-    return frames.subset(np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(np.int64)))
+    return frames.subset(chosen_frame_indices(len(frames), max_frames))
 
 
 def run_split(frames: Frames, max_frames: int | None, val_fraction: float, split_seed: int):

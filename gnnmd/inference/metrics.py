@@ -1,5 +1,5 @@
-"""Force (and energy) error sums gathered batch by batch and turned into MAE/RMSE overall, per Cartesian
-component and per atom type. Everything sits in one float64 tensor, so data-parallel ranks combine
+"""Force (and energy, and virial) error sums gathered batch by batch and turned into MAE/RMSE overall, per
+Cartesian component and per atom type. Everything sits in one float64 tensor, so data-parallel ranks combine
 their sums with a single all_reduce."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from gnnmd.units import VOIGT_COLUMNS, VOIGT_ROWS
 
 COMPONENTS = ("x", "y", "z")
 
@@ -22,10 +24,14 @@ class ForceMetrics:
         self.labels = list(labels)
         t = len(labels)
         # abs(3) sq(3) atoms(1) | abs_t(T) sq_t(T) atoms_t(T) | sum|F comp|(1) loss(1) batches(1) | eabs eSq graphs
+        # | virial abs per atom, virial components
         self._t = t
-        self.sums = torch.zeros(13 + 3 * t, dtype=torch.float64)
+        self.sums = torch.zeros(15 + 3 * t, dtype=torch.float64)
 
-    def update(self, pred, target, atom_type, loss=None, energy_pred=None, energy_ref=None, atoms_per_graph=None):
+    def update(
+        self, pred, target, atom_type, loss=None, energy_pred=None, energy_ref=None, atoms_per_graph=None,
+        virial_pred=None, virial_ref=None,
+    ):  # fmt: skip
         pred, target = pred.detach().double().cpu(), target.detach().double().cpu()  # sums live on the CPU
         err = pred - target
         t, s = self._t, self.sums
@@ -46,6 +52,10 @@ class ForceMetrics:
             s[base + 3] += per_atom.abs().sum()
             s[base + 4] += (per_atom**2).sum()
             s[base + 5] += per_atom.numel()
+        if virial_pred is not None and virial_ref is not None:  # the six components, per atom of each graph
+            error = (virial_pred.detach().double() - virial_ref.double()).cpu()[:, VOIGT_ROWS, VOIGT_COLUMNS]
+            s[base + 6] += (error.abs() / atoms_per_graph.double().cpu()[:, None]).sum()
+            s[base + 7] += error.numel()
 
     def all_reduce(self) -> None:
         import torch.distributed as dist
@@ -57,7 +67,8 @@ class ForceMetrics:
             self.sums = sums.cpu()
 
     def summary(self) -> dict:
-        """Errors in kcal/mol/A (energies kcal/mol per atom); NaN where nothing was seen."""
+        """Errors in kcal/mol/A (energies and virials kcal/mol per atom; the virial MAE over its six
+        components, as gnnmd.inference.evaluate.virial_errors); NaN where nothing was seen."""
         t, s = self._t, self.sums.tolist()
         n = s[6]
 
@@ -82,4 +93,6 @@ class ForceMetrics:
         if s[base + 5]:
             out["energy_mae_per_atom"] = s[base + 3] / s[base + 5]
             out["energy_rmse_per_atom"] = math.sqrt(s[base + 4] / s[base + 5])
+        if s[base + 7]:
+            out["virial_mae_per_atom"] = s[base + 6] / s[base + 7]
         return out

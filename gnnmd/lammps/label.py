@@ -3,17 +3,21 @@
 `gnnmd generate` segment (system.data, frames.lammpstrj, energy.txt), so a dataset can list it.
 
 Here the reference is LAMMPS itself, so a label costs milliseconds: what a DFT code is in DP-GEN-style
-active learning."""
+active learning. The same reruns give each frame's virial, the reference of `gnnmd evaluate --stress` and
+the targets of a stress term in training (`cached_reference_virials`)."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from gnnmd.files import atomic_write_text
-from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
+from gnnmd.data import ReferenceVirials, load_frames, reference_virial_cache
+from gnnmd.data.reader import read_manifest
+from gnnmd.files import atomic_write_text, file_sha256
+from gnnmd.lammps.engine import lammps_input, lammps_path, load_system_commands, start_lammps
 from gnnmd.units import NKTV2P_REAL, VOIGT_COLUMNS, VOIGT_ROWS
 
 
@@ -95,7 +99,6 @@ def reference_virials(data_dir, work) -> np.ndarray:
     """The virial (F, 3, 3, kcal/mol) of every frame of a gnnmd dataset under its own force field: a LAMMPS
     rerun of each segment's dump with `compute pressure NULL virial` (the virial part of the pressure
     tensor, times the volume). `work` holds the reruns' outputs."""
-    from gnnmd.data.reader import read_manifest
     from gnnmd.lammps.md import dataset_forcefield
 
     data_dir, work = Path(data_dir), Path(work)
@@ -124,3 +127,42 @@ def reference_virials(data_dir, work) -> np.ndarray:
         tensors[:, VOIGT_COLUMNS, VOIGT_ROWS] = pressure
         virials.append(tensors)
     return np.concatenate(virials)
+
+
+def cached_reference_virials(data_dir) -> ReferenceVirials:
+    """The reference virials of every frame of a `gnnmd generate` dataset, the targets of a stress term in
+    training (`gnnmd train --stress-weight`): read from the dataset folder (virials_<hash>.npz, see
+    gnnmd.data.virial_cache) when its force field computed them, else computed by `reference_virials`, the
+    LAMMPS reruns writing into a temporary folder that is removed afterwards, and stored there, once per
+    dataset. A dataset without a force field to rerun (`gnnmd import`) is a ValueError."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(
+            f"{data_dir}: the virials of a stress term come from a rerun of a dataset folder; not a folder"
+        )
+    forcefield = _rerun_forcefield(data_dir)
+    frames = load_frames(data_dir)
+    source = f"LAMMPS rerun with {forcefield} (sha256 {file_sha256(lammps_input(forcefield))})"
+
+    def compute() -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="gnnmd-virials-") as work:
+            return reference_virials(data_dir, work)
+
+    return reference_virial_cache(frames, data_dir, source, compute)
+
+
+def _rerun_forcefield(data_dir: Path) -> str:
+    """The force field a dataset was made with, or a ValueError saying that it has none to rerun with."""
+    from gnnmd.lammps.md import dataset_forcefield
+
+    manifest = read_manifest(data_dir)
+    try:
+        if isinstance(manifest.get("protocol"), dict):
+            return dataset_forcefield(data_dir)
+    except KeyError:
+        pass
+    raise ValueError(
+        f"{data_dir / 'manifest.json'}: names no force field to rerun the frames with (a dataset of "
+        f"{'gnnmd import' if manifest.get('source') == 'import' else 'unknown origin'}), so it has no reference "
+        "virials for --stress-weight; only `gnnmd generate` datasets have them"
+    )

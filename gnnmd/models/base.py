@@ -4,7 +4,8 @@ Convention (all families): `forward(batch)` returns `{"forces": (N, 3)}` in phys
 (kcal/mol/A). The network itself works in normalised units; the model multiplies by its
 `force_scale` buffer (the training set's force RMS, set by the trainer through `set_normalisation`),
 so a checkpoint's model predicts physical forces with nothing else. Energy models add `"energy"` (B,)
-in kcal/mol and may use the `energy_shift` buffer (mean per-atom energy of the training set).
+in kcal/mol and may use the `energy_shift` buffer (mean per-atom energy of the training set); those with
+`predicts_virial` also give `"virial"` (B, 3, 3, kcal/mol) when called as `forward(batch, virial=True)`.
 Every model has one graph cutoff, `hyper["cutoff"]`."""
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ class ForceModel(nn.Module):
     Subclasses set `family`, call `super().__init__(**hyper)` with their keyword hyper-parameters
     (kept as `self.hyper`, which is what a checkpoint stores to rebuild the model), and may set
     `equivariant` (if False the trainer augments with random rotations), `needs_grad` (if True
-    evaluation runs under `torch.enable_grad()`, for forces by autograd), and `freeze_groups`
-    (names accepted by `gnnmd finetune --freeze`, mapped to parameter-name prefixes)."""
+    evaluation runs under `torch.enable_grad()`, for forces by autograd), `predicts_virial` (if True
+    `forward(batch, virial=True)` adds the virial, minus the strain derivative of the energy: what
+    `--stress-weight` trains) and `freeze_groups` (names accepted by `gnnmd finetune --freeze`, mapped to
+    parameter-name prefixes)."""
 
     family = "base"
     equivariant = False
     needs_grad = False
+    predicts_virial = False
     freeze_groups: dict[str, tuple[str, ...]] = {}
     cutoff_buffers: tuple[str, ...] = ()  # state that a new cutoff recomputes (see with_cutoff)
 

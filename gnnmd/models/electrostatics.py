@@ -456,3 +456,13 @@ class Electrostatics(torch.nn.Module):
             )
             energies[k], forces[k] = float(e), f.numpy()
         return energies, forces
+
+    def compute_virials(self, frames, progress: bool = True) -> np.ndarray:
+        """Coulomb virials (F, 3, 3) float64, kcal/mol, of every frame of a Frames object (`virial` per frame:
+        the targets of a stress term are reference minus these)."""
+        from tqdm.auto import tqdm
+
+        virials = np.empty((len(frames), 3, 3), dtype=np.float64)
+        for k in tqdm(range(len(frames)), desc="Coulomb virial (PME)", disable=hidden(progress), leave=False):
+            virials[k] = self.virial(frames.positions[k], frames.cells[k])
+        return virials

@@ -143,6 +143,7 @@ class NequIP(ForceModel):
     family = "nequip"
     equivariant = True
     needs_grad = True
+    predicts_virial = True
     freeze_groups: dict[str, tuple[str, ...]] = {
         "embedding": ("embedding",),
         "interactions": ("interactions",),
@@ -272,36 +273,57 @@ class NequIP(ForceModel):
             energies = energies.index_add(0, receiver, 0.5 * pair)
         return energies
 
-    def forward(self, batch) -> dict:
+    def forward(self, batch, virial: bool = False) -> dict:
         """{"energy": (B,) kcal/mol, "forces": (N, 3) kcal/mol/A}. Edge vectors are rebuilt from positions
         (pos[j] - pos[i] + shift @ cell) so the gradient flows through them. In training mode (with
         grad enabled) the forces keep their graph, so a force loss can be trained; in eval mode or under
-        torch.no_grad they are computed without one (cheaper validation and MD)."""
+        torch.no_grad they are computed without one (cheaper validation and MD).
+
+        With `virial`, also "virial" (B, 3, 3) kcal/mol: minus the derivative of each graph's energy under a
+        strain of its positions and cell rows alike (r -> r (I + strain)), symmetrised, the convention of
+        the inference engine (gnnmd.inference.forces) and of LAMMPS. It comes from the same autograd pass
+        as the forces (with its graph in training, so a virial loss trains); without it nothing is strained."""
         create_graph = self.training and torch.is_grad_enabled()
         dtype = self.type_scale.dtype
-        sender, receiver = batch.edge_index[0], batch.edge_index[1]
         graph = graph_index(batch)
         n_graphs = int(getattr(batch, "num_graphs", 0) or (int(graph.max()) + 1 if graph.numel() else 1))
         with torch.enable_grad():
             pos = batch.pos.detach().to(dtype).requires_grad_(True)
             cell = batch.cell.to(dtype).reshape(-1, 3, 3)
-            shifts = torch.einsum("ek,ekl->el", batch.edge_shift.to(dtype), cell[graph[receiver]])
-            vectors = pos[sender] - pos[receiver] + shifts
-            energies = self.atomic_energies(
-                batch.x.to(dtype), batch.edge_attr[:, BOND_ONEHOT].to(dtype), vectors, sender, receiver
-            )
-            pairs = self.pair_energies(batch, pos, cell, graph)
-            if pairs is not None:
-                energies = energies + pairs
-            energy = torch.zeros(n_graphs, dtype=dtype, device=pos.device).index_add(0, graph, energies)
-            grad = None
+            inputs = [pos]
+            if virial:  # a zero strain per graph, applied before any edge vector or pair term is built
+                strain = pos.new_zeros(n_graphs, 3, 3, requires_grad=True)
+                deformation = torch.eye(3, dtype=dtype, device=pos.device) + strain
+                energy = self.graph_energies(batch, torch.einsum("ni,nij->nj", pos, deformation[graph]),
+                                             cell @ deformation, graph, n_graphs)  # fmt: skip
+                inputs.append(strain)
+            else:
+                energy = self.graph_energies(batch, pos, cell, graph, n_graphs)
+            grads = [None] * len(inputs)
             if energy.requires_grad:  # not when nothing depends on positions or parameters
-                (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph, allow_unused=True)
-            if grad is None:  # no edges: isolated atoms feel no force
-                grad = torch.zeros_like(pos)
+                grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
         if not create_graph:
             energy = energy.detach()
-        return {"energy": energy, "forces": -grad}
+        forces = torch.zeros_like(pos) if grads[0] is None else -grads[0]  # no edges: isolated atoms feel none
+        out = {"energy": energy, "forces": forces}
+        if virial:
+            derivative = torch.zeros_like(strain) if grads[1] is None else grads[1]
+            out["virial"] = -0.5 * (derivative + derivative.transpose(1, 2))
+        return out
+
+    def graph_energies(self, batch, pos, cell, graph, n_graphs: int) -> torch.Tensor:
+        """Energy (B,) kcal/mol of each graph for these positions and cells (rows: lattice vectors)."""
+        sender, receiver = batch.edge_index[0], batch.edge_index[1]
+        dtype = pos.dtype
+        shifts = torch.einsum("ek,ekl->el", batch.edge_shift.to(dtype), cell[graph[receiver]])
+        vectors = pos[sender] - pos[receiver] + shifts
+        energies = self.atomic_energies(
+            batch.x.to(dtype), batch.edge_attr[:, BOND_ONEHOT].to(dtype), vectors, sender, receiver
+        )
+        pairs = self.pair_energies(batch, pos, cell, graph)
+        if pairs is not None:
+            energies = energies + pairs
+        return torch.zeros(n_graphs, dtype=dtype, device=pos.device).index_add(0, graph, energies)
 
     def pair_energies(self, batch, pos, cell, graph) -> torch.Tensor | None:
         """Per-atom energies of terms beyond the graph (gnnmd.models.states); None: none."""

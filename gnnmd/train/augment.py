@@ -1,7 +1,8 @@
 """Random rotations of whole graphs, for models that are not equivariant (the study's mpnn).
 
 Everything that is a vector turns with the same rotation: positions, edge vectors, the unit-vector
-columns of edge_attr, the cell's lattice vectors and the target forces."""
+columns of edge_attr, the cell's lattice vectors and the target forces; a target virial (sum of r f^T,
+the strain derivative of the energy) turns as the tensor it is, W -> R W R^T."""
 
 from __future__ import annotations
 
@@ -38,4 +39,7 @@ def rotate_batch(batch, rotations: torch.Tensor):
     batch.cell = batch.cell @ rotations.transpose(1, 2)  # rows are lattice vectors
     if getattr(batch, "y", None) is not None:
         batch.y = turn(per_atom, batch.y)
+    if getattr(batch, "virial", None) is not None:
+        turned = rotations.to(batch.virial.dtype)
+        batch.virial = turned @ batch.virial @ turned.transpose(1, 2)
     return batch

@@ -33,6 +33,7 @@ class TrainConfig:
     loss: str = "l1"
     huber_delta: float = 1.0  # in units of the force RMS
     energy_weight: float = 0.0
+    stress_weight: float = 0.0  # weight of the virial loss (energy models; 0: no virial computed at all)
     electrostatics: str = "auto"  # pme | none | auto (pme when the system has charges)
     seed: int = 0
     val_fraction: float = 0.1
@@ -82,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"electrostatics must be one of {', '.join(ELECTROSTATICS)}, got {self.electrostatics!r}")
         if self.warmup_epochs < 0 or self.energy_weight < 0 or self.zero_penalty < 0:
             raise ValueError("warmup_epochs, energy_weight and zero_penalty must not be negative")
+        if not (math.isfinite(self.stress_weight) and self.stress_weight >= 0):
+            raise ValueError(f"--stress-weight must be a number >= 0, got {self.stress_weight!r}")
+        if self.stress_weight > 0 and self.init_from is None:  # fine-tuning: checked on the parent's family
+            check_virial_family(self.model)
 
     @classmethod
     def from_json(cls, path) -> TrainConfig:
@@ -92,3 +97,16 @@ class TrainConfig:
         kept = {key: value for key, value in values.items() if key in names}
         kept["freeze"] = tuple(kept.get("freeze") or ())
         return cls(**kept)
+
+
+def check_virial_family(family: str) -> None:
+    """A stress term trains the virial, minus the strain derivative of the energy: only a family that
+    predicts an energy has one (an unknown family is left to build_model to name)."""
+    from gnnmd.models import MODELS
+
+    if family in MODELS and not MODELS[family].predicts_virial:
+        energy_models = ", ".join(sorted(name for name, model in MODELS.items() if model.predicts_virial))
+        raise ValueError(
+            f"--stress-weight needs an energy model ({energy_models}): {family} predicts forces directly and has "
+            "no energy whose strain derivative is the virial"
+        )

@@ -13,6 +13,7 @@ import torch
 from gnnmd.inference.metrics import ForceMetrics
 from gnnmd.train.augment import random_rotations, rotate_batch
 from gnnmd.train.config import TrainConfig
+from gnnmd.units import VOIGT_COLUMNS, VOIGT_ROWS
 
 
 def learning_rate(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -51,11 +52,13 @@ def rank_order(indices: np.ndarray, seed: int, epoch: int, rank: int, world: int
 
 
 def _subtract_coulomb(batch, coulomb):
-    """Targets minus the cached Coulomb forces (and energies), taken off before any rotation."""
+    """Targets minus the cached Coulomb forces (and energies, and virials), taken off before any rotation."""
     coulomb_forces, coulomb_energies = coulomb.for_batch(batch)
     batch.y = batch.y - coulomb_forces
     if getattr(batch, "energy", None) is not None:
         batch.energy = batch.energy - coulomb_energies
+    if getattr(batch, "virial", None) is not None:
+        batch.virial = batch.virial - coulomb.virials_for_batch(batch)
     return batch
 
 
@@ -67,32 +70,43 @@ def _atoms_per_graph(batch):
 
 def batch_loss(out, batch, config: TrainConfig, scale, *, penalise: bool):
     """(loss, objective, atoms per graph or None) of one batch. The loss is on forces in units of the force
-    RMS, plus the weighted per-atom energy loss; the objective adds the warm-up zero penalty if `penalise`."""
+    RMS, plus the weighted per-atom energy loss and the weighted per-atom virial loss (stress_weight, its
+    six components in the same units); the objective adds the warm-up zero penalty if `penalise`."""
     pred = out["forces"] / scale
     target = batch.y / scale
     loss = force_loss(config.loss, pred, target, config.huber_delta)
-    energy = out.get("energy")
-    atoms = None
-    if energy is not None and getattr(batch, "energy", None) is not None:
-        atoms = _atoms_per_graph(batch)
-        if config.energy_weight > 0:
-            per_atom = (energy.double() - batch.energy.view(-1)) / atoms / scale.double()
-            loss = loss + config.energy_weight * force_loss(
-                config.loss, per_atom.float(), torch.zeros_like(per_atom.float()), config.huber_delta
-            )
+    energy, virial = out.get("energy"), out.get("virial")
+    has_energy = energy is not None and getattr(batch, "energy", None) is not None
+    has_virial = virial is not None and getattr(batch, "virial", None) is not None
+    atoms = _atoms_per_graph(batch) if has_energy or has_virial else None
+    if has_energy and config.energy_weight > 0:
+        per_atom = (energy.double() - batch.energy.view(-1)) / atoms / scale.double()
+        loss = loss + config.energy_weight * _loss_to_zero(config, per_atom)
+    if has_virial and config.stress_weight > 0:
+        error = (virial.double() - batch.virial.double())[:, VOIGT_ROWS, VOIGT_COLUMNS]
+        loss = loss + config.stress_weight * _loss_to_zero(config, error / atoms[:, None] / scale.double())
     objective = loss
     if penalise:
         objective = loss + config.zero_penalty * zero_penalty(pred)
     return loss, objective, atoms
 
 
+def _loss_to_zero(config: TrainConfig, error):
+    """The force loss's kind applied to an error (per-atom energy or virial, in units of the force RMS)."""
+    error = error.float()
+    return force_loss(config.loss, error, torch.zeros_like(error), config.huber_delta)
+
+
 def run_epoch(
-    model, loader, config, labels, *, optimizer=None, epoch=0, steps_per_epoch=1, rank=0, bar=None, coulomb=None
-):
+    model, loader, config, labels, *, optimizer=None, epoch=0, steps_per_epoch=1, rank=0, bar=None, coulomb=None,
+    virials=None,
+):  # fmt: skip
     """One pass over `loader`: training if an optimiser is given, else evaluation. Returns metrics.
 
     With a Coulomb cache the targets are reference minus Coulomb (taken off before any rotation); force
-    errors are the same as those of model + Coulomb against the reference."""
+    errors are the same as those of model + Coulomb against the reference. With reference virials
+    (gnnmd.data.ReferenceVirials) the model also gives its virial, for the stress term and the metrics;
+    without them none is computed."""
     core = getattr(model, "module", model)
     scale = core.force_scale
     metrics = ForceMetrics(labels)
@@ -109,12 +123,14 @@ def run_epoch(
             lr = learning_rate(config, epoch, step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        if virials is not None:
+            batch.virial = virials.for_batch(batch)
         if coulomb is not None:
             batch = _subtract_coulomb(batch, coulomb)
         if augment:
             batch = rotate_batch(batch, random_rotations(batch.num_graphs, rotations).to(device))
         with torch.set_grad_enabled(grad):
-            out = model(batch)
+            out = model(batch, virial=True) if virials is not None else model(batch)
             loss, objective, atoms = batch_loss(out, batch, config, scale, penalise=penalise)
         if training:
             optimizer.zero_grad(set_to_none=True)
@@ -122,7 +138,8 @@ def run_epoch(
             optimizer.step()
         energy = out.get("energy")
         reference_energy = getattr(batch, "energy", None) if energy is not None else None
-        metrics.update(out["forces"], batch.y, batch.atom_type, loss.item(), energy, reference_energy, atoms)
+        metrics.update(out["forces"], batch.y, batch.atom_type, loss.item(), energy, reference_energy, atoms,
+                       out.get("virial"), getattr(batch, "virial", None))  # fmt: skip
         if bar is not None:
             bar.update(batch.num_graphs)
             bar.set_postfix(loss=f"{loss.item():.4f}")

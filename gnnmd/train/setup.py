@@ -1,6 +1,7 @@
-"""Everything a run needs before its first epoch: the frames and their split, the Coulomb cache, the
-normalisation, the model (new, or fine-tuned from a parent checkpoint), the run directory, the state
-to resume, and the resolved configuration that config.json and every checkpoint record.
+"""Everything a run needs before its first epoch: the frames and their split, the reference virials (with
+a stress term), the Coulomb cache, the normalisation, the model (new, or fine-tuned from a parent
+checkpoint), the run directory, the state to resume, and the resolved configuration that config.json and
+every checkpoint record.
 
 Forces are learned in units of the training set's force RMS (the model multiplies its output by a
 stored `force_scale`), so a force-only loss has an O(1) target and cannot settle on zero (seed 000)."""
@@ -9,20 +10,29 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import gnnmd
-from gnnmd.data import FrameDataset, coulomb_cache, load_frames, run_split
+from gnnmd.data import (
+    FrameDataset,
+    ReferenceVirials,
+    chosen_frame_indices,
+    coulomb_cache,
+    load_frames,
+    read_reference_virials,
+    run_split,
+)
 from gnnmd.data.frames import ADDED_SEGMENTS
+from gnnmd.data.virial_cache import virial_cache_path
 from gnnmd.files import file_sha256
 from gnnmd.inference.metrics import type_labels
 from gnnmd.models import build_model
 from gnnmd.models.checkpoint import load_model, read_checkpoint
-from gnnmd.train.config import TrainConfig
+from gnnmd.train.config import TrainConfig, check_virial_family
 from gnnmd.train.distributed import Distributed
 from gnnmd.train.run_folder import RunFolder
 
@@ -44,17 +54,35 @@ class RunData:
     val_idx: np.ndarray
     type_table: list
     labels: list
+    virials: ReferenceVirials | None = None  # of `frames`, with a stress term only
 
 
 def load_data(config: TrainConfig) -> RunData:
     path = Path(config.data)
-    frames, train_idx, val_idx = run_split(load_frames(path), config.max_frames, config.val_fraction, config.split_seed)
+    frames = load_frames(path)
+    virials = stored_virials(path, frames, config.max_frames) if config.stress_weight > 0 else None
+    frames, train_idx, val_idx = run_split(frames, config.max_frames, config.val_fraction, config.split_seed)
     if config.energy_weight > 0 and frames.energies is None:
         raise ValueError(f"{path}: has no energies, so --energy-weight must be 0")
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"{path}: {len(frames)} frames give an empty train or validation split")
     type_table = frames.topology.type_table()
-    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table))
+    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table), virials)
+
+
+def stored_virials(path: Path, frames, max_frames: int | None) -> ReferenceVirials:
+    """The reference virials of the dataset's frames (all of them, `frames`) as stored in its folder, for
+    the frames a run with `max_frames` keeps. Training does not run LAMMPS: `gnnmd train --stress-weight`
+    (gnnmd.lammps.label.cached_reference_virials) stores them before it starts."""
+    if not path.is_dir():
+        raise ValueError(f"{path}: --stress-weight needs a dataset folder (its reference virials are kept there)")
+    virials = read_reference_virials(frames, path)
+    if virials is None:
+        raise ValueError(
+            f"{path}: no reference virials of these frames ({virial_cache_path(frames, path).name}); "
+            "`gnnmd train --stress-weight` computes them with a LAMMPS rerun of the dataset's force field"
+        )
+    return virials.subset(chosen_frame_indices(len(frames), max_frames))
 
 
 def check_cutoff(config: TrainConfig, data: RunData) -> None:
@@ -97,11 +125,12 @@ def coulomb_for(config: TrainConfig, data: RunData, dist: Distributed):
     electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell())
     directory = data.path if data.path.is_dir() else None
     cache = None
+    virials = config.stress_weight > 0  # the stress term's targets are reference minus Coulomb too
     if dist.main:
-        cache = coulomb_cache(frames, directory, electrostatics, progress=config.progress)
+        cache = coulomb_cache(frames, directory, electrostatics, progress=config.progress, virials=virials)
     dist.barrier()
     if cache is None:
-        cache = coulomb_cache(frames, directory, electrostatics, progress=False)
+        cache = coulomb_cache(frames, directory, electrostatics, progress=False, virials=virials)
     return cache, electrostatics.config()
 
 
@@ -173,6 +202,8 @@ def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: di
             normalisation = dict(parent_normalisation)
     else:
         model, config = _new_model(config)
+    if config.stress_weight > 0:
+        check_virial_family(model.family)
     model.set_normalisation(normalisation)
     if not (config.init_from and config.keep_normalisation):
         fitted = model.fit_priors(data.frames, coulomb=coulomb, indices=reference_frames(data.frames, data.train_idx))
@@ -227,6 +258,8 @@ def _check_resumable(config: TrainConfig, ckpt_path: Path, payload: dict) -> Non
         raise ValueError(f"{ckpt_path}: holds no training state to resume")
     saved, ours = payload["config"], asdict(config)
     ours["data"] = str(Path(config.data).resolve())
+    # an option newer than the checkpoint's run had its default there
+    saved = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **saved}
 
     def plain(value):
         return json.loads(json.dumps(value))

@@ -158,7 +158,7 @@ def _one_epoch(run: Run, wrapped, val_loader, epoch: int) -> dict:
         leave=False,
         disable=hidden(config.progress and dist.main),
     )
-    common = dict(epoch=epoch, rank=dist.rank, coulomb=run.coulomb)
+    common = dict(epoch=epoch, rank=dist.rank, coulomb=run.coulomb, virials=data.virials)
     train_m = run_epoch(
         wrapped, loader, config, data.labels, optimizer=run.optimizer, steps_per_epoch=steps, bar=bar, **common
     )
@@ -181,6 +181,8 @@ def _update_best(best: dict, row: dict, epoch: int) -> bool:
     improved = row["val_loss"] < best["val_loss"]
     if improved:
         best.update(val_loss=row["val_loss"], epoch=epoch + 1, bad_epochs=0, val_force_mae=row["val_force_mae"])
+        if "val_virial_mae_per_atom" in row:
+            best["val_virial_mae_per_atom"] = row["val_virial_mae_per_atom"]
     else:
         best["bad_epochs"] += 1
     return improved
@@ -194,9 +196,12 @@ def _save_epoch(run: Run, epoch: int, row: dict, improved: bool, last: bool) -> 
     if (epoch + 1) % run.config.checkpoint_every == 0 or last:
         path = run.run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt"
         _checkpoint(run, path, epoch + 1, row, with_training=True)
+    virial = row.get("val_virial_mae_per_atom")
     line = (
         f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} val loss {row['val_loss']:.4f} "
-        f"val force MAE {row['val_force_mae']:.3f} kcal/mol/A ({row['epoch_seconds']:.0f} s)"
+        f"val force MAE {row['val_force_mae']:.3f} kcal/mol/A"
+        + (f", virial MAE {virial:.4f} kcal/mol per atom" if virial is not None else "")
+        + f" ({row['epoch_seconds']:.0f} s)"
     )
     with open(run.run_dir / "train.log", "a") as log:  # the run's own log, whatever the terminal shows
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -262,12 +267,18 @@ def _summary(run: Run, stopped_early: bool) -> dict:
         "world_size": dist.world,
         "rank_param_sha256": digests,
     }
+    if "val_virial_mae_per_atom" in final:  # a stress term: kcal/mol per atom
+        summary["best_val_virial_mae_per_atom"] = best.get("val_virial_mae_per_atom")
+        summary["final_val_virial_mae_per_atom"] = final["val_virial_mae_per_atom"]
     if dist.main:
         data = run.data
+        virial = summary.get("best_val_virial_mae_per_atom")
         line = (
             f"{config.model} on {data.path} ({len(data.train_idx)} train / {len(data.val_idx)} val frames, cutoff "
             f"{config.cutoff} A): best epoch {best['epoch']} of {len(history)}, val force MAE "
-            f"{best.get('val_force_mae', math.nan):.3f} kcal/mol/A, {summary['minutes']:.1f} min"
+            f"{best.get('val_force_mae', math.nan):.3f} kcal/mol/A"
+            + (f", virial MAE {virial:.4f} kcal/mol per atom" if virial is not None else "")
+            + f", {summary['minutes']:.1f} min"
             + (", stopped early" if stopped_early else "")
         )
         atomic_write_text(run.run_dir / "summary.txt", line + "\n")
