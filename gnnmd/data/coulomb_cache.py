@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnnmd.data.dataset import batch_frames
 from gnnmd.data.frames import NPZ_ERRORS, DataWarning
 from gnnmd.files import atomic_write
 
@@ -49,12 +50,12 @@ class CoulombCache:
         """(B, 3, 3) float64 Coulomb virials of the frames of a PyG batch, in its order."""
         if self.virials is None:
             raise ValueError("this Coulomb cache holds no virials (ask coulomb_cache for them)")
-        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
+        frames = batch_frames(batch)
         return torch.from_numpy(self.virials[frames]).to(batch.pos.device)
 
     def for_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(forces (sum N, 3) float32, energies (B,) float64) of the frames in a PyG batch, in its order."""
-        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
+        frames = batch_frames(batch)
         forces = torch.from_numpy(self.forces[frames].reshape(-1, 3))
         energies = torch.from_numpy(self.energies[frames])
         if forces.shape[0] != batch.num_nodes:

@@ -4,6 +4,7 @@ train/validation splits, and the loader."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch_geometric.data import Dataset
 from torch_geometric.loader import DataLoader
 
@@ -34,6 +35,12 @@ class FrameDataset(Dataset):
         data = self.builder(self.frames.positions[k], self.frames.cells[k], self.frames.forces[k], energy)
         data.frame = k
         return data
+
+
+def batch_frames(batch) -> np.ndarray:
+    """The index into the Frames of each graph of a PyG batch (FrameDataset sets `frame`), in batch order:
+    how per-frame caches (Coulomb, reference virials) find a batch's rows."""
+    return torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
 
 
 def split_indices(frames: Frames, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

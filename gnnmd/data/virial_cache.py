@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnnmd.data.dataset import batch_frames
 from gnnmd.data.frames import NPZ_ERRORS, DataWarning
 from gnnmd.files import atomic_write
 
@@ -41,7 +42,7 @@ class ReferenceVirials:
 
     def for_batch(self, batch) -> torch.Tensor:
         """(B, 3, 3) float64 virials of the frames of a PyG batch, in its order, on its device."""
-        frames = torch.as_tensor(batch.frame).reshape(-1).cpu().numpy()
+        frames = batch_frames(batch)
         return torch.from_numpy(self.virials[frames]).to(batch.pos.device)
 
 
