@@ -83,7 +83,9 @@ def test_lammps_pppm_plus_model_is_torch_pme_plus_model(water_run, pme_models, t
         "method": "lammps-pppm",
         "real_space_cutoff": 8.0,
         "accuracy": accuracy,
-        "special": [0.0, 0.0],
+        "special": [0.0, 0.0, 1.0],  # SPC/Fw's special_bonds coul 0.0 0.0 1.0 angle yes
+        "angle": True,
+        "interpolation_nodes": 4,
     }
     positions, lammps_forces, cell = _first_frame(out / "trajectory.lammpstrj")
     topology = read_topology(data_file)
@@ -135,14 +137,18 @@ def test_coulomb_settings_only_for_a_pme_model_of_a_charged_system():
         "method": "lammps-pppm",
         "real_space_cutoff": 9.0,  # a format-1 checkpoint's name for it
         "accuracy": 1e-6,
-        "special": [0.0, 0.5],
+        "special": [0.0, 0.5, 1.0],  # an older checkpoint's two weights: 1-4 pairs were full
+        "angle": True,
+        "interpolation_nodes": 4,
     }
     assert coulomb_settings({"electrostatics": {}}, charged, "torch-pme") is None
     assert coulomb_settings({"electrostatics": {"smearing": 1.0}}, charged, "torch-pme") == {
         "method": "torch-pme",
         "real_space_cutoff": 8.0,
         "accuracy": 1e-5,
-        "special": [0.0, 0.0],
+        "special": [0.0, 0.0, 1.0],
+        "angle": True,
+        "interpolation_nodes": 4,
     }
     assert coulomb_settings({"electrostatics": None}, charged) is None  # trained without PME
     assert coulomb_settings(pme, neutral) is None  # no charges: no Coulomb term

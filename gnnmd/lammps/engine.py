@@ -235,13 +235,10 @@ def run_input(
     return result
 
 
-def load_system_commands(data_file: Path, forcefield: str) -> list[str]:
-    """LAMMPS commands that load a system written by `gnnmd generate` (its data file) with the force
-    field it was made with (a file in lammps_inputs/, e.g. spcfw.ff): ready to run, rerun or replicate."""
-    return [
-        "units real",
-        "atom_style full",
-        "boundary p p p",
-        f"read_data {lammps_path(data_file)} nocoeff",
-        f"include {lammps_path(lammps_input(forcefield))}",
-    ]
+def load_system_commands(data_file: Path, forcefield) -> list[str]:
+    """LAMMPS commands that load a system (its data file) under its reference force field (a ForceField,
+    or the name of a file in lammps_inputs/, e.g. spcfw.ff): ready to run, rerun or replicate."""
+    from gnnmd.data.forcefield import ForceField
+
+    force_field = forcefield if isinstance(forcefield, ForceField) else ForceField.shipped(forcefield)
+    return ["units real", "atom_style full", "boundary p p p", *force_field.lammps_commands(lammps_path(data_file))]

@@ -42,15 +42,13 @@ from gnnmd.lammps.engine import (
 from gnnmd.lammps.generate import DEFAULTS
 from gnnmd.lammps.ranks import RankSum, check_box_for_clusters, ghost_commands, world
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
-from gnnmd.models.electrostatics import DEFAULT_SPECIAL, current_config, has_charges
+from gnnmd.models.electrostatics import PMESettings, has_charges
 from gnnmd.progress import hidden
 from gnnmd.units import VOIGT_COLUMNS, VOIGT_ROWS
 
 _FAILED = "gnnmd_model_failed"  # the internal variable the model's callback sets at a failure: fix halt
 COULOMB = ("lammps", "torch-pme")  # who computes the Coulomb part of a PME-trained model in MD
 ENSEMBLES = ("nve", "nvt", "npt")
-# what a checkpoint's PME settings lack is taken as torch-pme's defaults (Electrostatics.for_system)
-_PME_DEFAULTS = {"real_space_cutoff": 8.0, "accuracy": 1e-5, "special": DEFAULT_SPECIAL}
 
 
 @dataclass(frozen=True)
@@ -88,28 +86,28 @@ def _check_out(out: Path, overwrite: bool, data_file: Path) -> None:
 def coulomb_settings(info: dict, topology, coulomb: str = "lammps") -> dict | None:
     """How an MD run computes the Coulomb part of a model that learned reference minus Coulomb (its
     checkpoint `info` has PME settings) for a system with charges: {"method": "lammps-pppm" or
-    "torch-pme", "real_space_cutoff", "accuracy", "special" (the 1-2 and 1-3 factors)}. None for a model
+    "torch-pme", and PMESettings' fields}. None for a model
     trained without PME or a system without charges: the model gives everything."""
     if coulomb not in COULOMB:
         raise ValueError(f"coulomb must be one of {', '.join(COULOMB)}, got {coulomb!r}")
     stored = info.get("electrostatics")
     if not stored or not has_charges(topology):
         return None
-    stored = current_config(stored)
-    settings = {key: stored.get(key) if stored.get(key) is not None else value for key, value in _PME_DEFAULTS.items()}
+    settings = PMESettings.from_stored(stored)
     method = "lammps-pppm" if coulomb == "lammps" else "torch-pme"
-    return {"method": method, **settings, "special": [float(f) for f in settings["special"]]}
+    return {"method": method, **settings.to_dict()}
 
 
 def _lammps_coulomb_commands(settings: dict) -> list[str]:
     """LAMMPS' own Coulomb, as the model was trained to leave it out: real-space coul/long and PPPM, with
-    the 1-2 and 1-3 pairs (from the data file's bonds and angles) weighted by the special factors."""
-    f12, f13 = settings["special"]
+    the 1-2, 1-3 and 1-4 pairs (from the data file's bonds and angles) weighted by the special factors."""
+    special = PMESettings.from_stored(settings)
+    weights = " ".join(f"{float(f):.10g}" for f in special.special)
     return [
-        f"pair_style coul/long {float(settings['real_space_cutoff'])}",
+        f"pair_style coul/long {float(special.real_space_cutoff)}",
         "pair_coeff * *",
-        f"kspace_style pppm {float(settings['accuracy'])}",
-        f"special_bonds lj/coul {float(f12)} {float(f13)} 1.0 angle yes",
+        f"kspace_style pppm {float(special.accuracy)}",
+        f"special_bonds lj/coul {weights} angle {'yes' if special.angle else 'no'}",
         "neighbor 2.0 bin",
         "neigh_modify every 1 delay 0 check yes",
     ]

@@ -23,21 +23,62 @@ number through torch-pme's calculator, differentiable w.r.t. positions and cell.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields, replace
+
 import numpy as np
 import torch
 
 from gnnmd.progress import hidden
 from gnnmd.units import COULOMB_CONSTANT
 
-# LAMMPS special_bonds coul factors for 1-2 and 1-3 pairs (SPC/Fw: 0.0 0.0 1.0; 1-4 pairs are full)
-DEFAULT_SPECIAL = (0.0, 0.0)
 # pairs per chunk of forward()'s real-space sum, and atoms per chunk of its mesh interpolation
 PAIR_CHUNK = 1 << 20
 ATOM_CHUNK = 1 << 15
 # the normalisations torch-pme's PMECalculator gives its k-space filter
 FFT_NORM, IFFT_NORM = "backward", "forward"
-# the options a checkpoint's settings carry over to another system (the mesh is chosen per system)
-SYSTEM_OPTIONS = ("accuracy", "real_space_cutoff", "special", "interpolation_nodes")
+
+
+@dataclass(frozen=True)
+class PMESettings:
+    """What a model's PME Coulomb part is, the same for every system it meets (the mesh and smearing are
+    chosen per system from these): the one owner of these defaults. `special` are the Coulomb weights of
+    1-2, 1-3 and 1-4 pairs, `angle` whether a 1-3 pair must end a listed angle (LAMMPS' special_bonds
+    `coul ... angle yes`); they come from the reference force field (`for_force_field`)."""
+
+    accuracy: float = 1e-5
+    real_space_cutoff: float = 8.0
+    special: tuple[float, float, float] = (0.0, 0.0, 1.0)  # SPC/Fw's special_bonds coul 0.0 0.0 1.0
+    angle: bool = True
+    interpolation_nodes: int = 4
+
+    @classmethod
+    def from_stored(cls, stored: dict | None) -> PMESettings:
+        """The settings a checkpoint or cache stored: older ones named the real-space cutoff `cutoff` and
+        gave only the 1-2 and 1-3 weights (1-4 pairs were full, 1-3 pairs the ends of angles)."""
+        stored = dict(stored or {})
+        if "cutoff" in stored:
+            stored["real_space_cutoff"] = stored.pop("cutoff")
+        special = tuple(float(f) for f in (stored.get("special") or cls.special))
+        values = {f.name: stored[f.name] for f in fields(cls) if stored.get(f.name) is not None}
+        values["special"] = special + (1.0,) * (3 - len(special))
+        return cls(**values)
+
+    @classmethod
+    def for_force_field(cls, force_field, **overrides) -> PMESettings:
+        """The settings that reproduce `force_field`'s Coulomb part: its special_bonds Coulomb weights and
+        its kspace accuracy (torch-pme's default where it has none)."""
+        special = force_field.special_bonds
+        if special.dihedral and special.coul[2] != 1.0:
+            raise ValueError(
+                f"{force_field.source}: special_bonds dihedral yes with a 1-4 Coulomb weight is not supported yet"
+            )
+        kspace = force_field.kspace
+        values = {"special": special.coul, "angle": special.angle}
+        values.update({"accuracy": kspace[1]} if kspace else {})
+        return cls(**{**values, **overrides})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "special": list(self.special)}
 
 
 def has_charges(topology) -> bool:
@@ -45,21 +86,20 @@ def has_charges(topology) -> bool:
     return bool(np.any(np.abs(np.asarray(topology.charges)) > 0))
 
 
-def special_pairs(topology, special=DEFAULT_SPECIAL) -> tuple[np.ndarray, np.ndarray]:
-    """Unique 1-2 (bonds) and 1-3 (angle ends) pairs (P, 2) with i < j, and their Coulomb factors (P,).
+def special_pairs(topology, settings: PMESettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unique 1-2, 1-3 and 1-4 pairs (P, 2) with i < j whose Coulomb weight is not 1, and their weights (P,),
+    as LAMMPS' special list finds them (gnnmd.data.topology.special_neighbours)."""
+    from gnnmd.data.topology import special_neighbours
 
-    As with `special_bonds ... angle yes`, 1-3 pairs are those that are the ends of a listed angle. A pair
-    that is both keeps its 1-2 factor."""
-    n = topology.n_atoms
-    found: dict[int, float] = {}
-    ends = topology.angles[:, [0, 2]] if len(topology.angles) else np.zeros((0, 2), dtype=np.int64)
-    for pairs, factor in ((topology.bonds, special[0]), (ends, special[1])):
-        for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
-            a, b = (a, b) if a < b else (b, a)
-            found.setdefault(int(a) * n + int(b), float(factor))
-    keys = np.array(sorted(found), dtype=np.int64)
-    pairs = np.stack([keys // n, keys % n], axis=1) if len(keys) else np.zeros((0, 2), dtype=np.int64)
-    return pairs, np.array([found[int(k)] for k in keys], dtype=np.float64)
+    settings = settings or PMESettings()
+    levels = special_neighbours(topology, angle=settings.angle)
+    kept = [(pairs, factor) for pairs, factor in zip(levels, settings.special) if factor != 1.0 and len(pairs)]
+    if not kept:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float64)
+    pairs = np.concatenate([p for p, _ in kept])
+    factors = np.concatenate([np.full(len(p), float(f)) for p, f in kept])
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return pairs[order], factors[order]
 
 
 def linked_groups(n_atoms: int, pairs: np.ndarray) -> np.ndarray:
@@ -80,11 +120,9 @@ def linked_groups(n_atoms: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def current_config(config: dict) -> dict:
-    """A stored PME config in today's names (checkpoints before 0.2 called the real-space cutoff `cutoff`)."""
-    config = dict(config)
-    if "cutoff" in config:
-        config["real_space_cutoff"] = config.pop("cutoff")
-    return config
+    """A stored PME config in today's names and form (before 0.2 the real-space cutoff was `cutoff`; before
+    0.3 `special` held the 1-2 and 1-3 weights only), with PMESettings' defaults for what it lacks."""
+    return {**{k: v for k, v in config.items() if k != "cutoff"}, **PMESettings.from_stored(config).to_dict()}
 
 
 def choose_pme_parameters(
@@ -145,6 +183,7 @@ class Electrostatics(torch.nn.Module):
         accuracy: float | None = None,
         prefactor: float = COULOMB_CONSTANT,
         special=None,
+        angle: bool = True,
     ):
         super().__init__()
         import torchpme
@@ -160,6 +199,7 @@ class Electrostatics(torch.nn.Module):
             "accuracy": accuracy,
             "prefactor": float(prefactor),
             "special": None if special is None else [float(f) for f in special],
+            "angle": bool(angle),
         }
         self.n_atoms = len(charges)
         self.register_buffer("charges", charges.reshape(-1, 1))
@@ -186,29 +226,43 @@ class Electrostatics(torch.nn.Module):
         return np.sort(pairs.min(axis=1) * self.n_atoms + pairs.max(axis=1))
 
     @classmethod
-    def for_system(cls, topology, cell, config: dict | None = None, **options) -> Electrostatics:
+    def for_system(cls, topology, cell, config: dict | PMESettings | None = None, **options) -> Electrostatics:
         """Built once per system from its topology and one representative cell (e.g. the mean cell).
-        `config` (another system's `config()`, e.g. a checkpoint's) carries over the accuracy, real-space
-        cutoff, special factors and interpolation order; smearing and mesh are chosen for this system.
-        `options` (accuracy, real_space_cutoff, special, interpolation_nodes) override both."""
+        `config` (PMESettings, or another system's `config()`, e.g. a checkpoint's) carries over the
+        accuracy, real-space cutoff, special weights and interpolation order; smearing and mesh are chosen
+        for this system. `options` (PMESettings fields) override them."""
         if not has_charges(topology):
             raise ValueError("this system has no charges: electrostatics would be zero (use --electrostatics none)")
-        settings = {"accuracy": 1e-5, "real_space_cutoff": 8.0, "special": DEFAULT_SPECIAL, "interpolation_nodes": 4}
-        stored = current_config(config or {})
-        settings.update({k: stored[k] for k in SYSTEM_OPTIONS if stored.get(k) is not None}, **options)
-        special = settings.pop("special")
-        params = choose_pme_parameters(topology.charges, np.asarray(cell, dtype=np.float64), **settings)
-        pairs, factors = special_pairs(topology, special)
-        return cls(topology.charges, pairs, factors, special=special, **params)
+        settings = config if isinstance(config, PMESettings) else PMESettings.from_stored(config)
+        settings = replace(settings, **options)
+        params = choose_pme_parameters(
+            topology.charges,
+            np.asarray(cell, dtype=np.float64),
+            accuracy=settings.accuracy,
+            real_space_cutoff=settings.real_space_cutoff,
+            interpolation_nodes=settings.interpolation_nodes,
+        )
+        pairs, factors = special_pairs(topology, settings)
+        return cls(topology.charges, pairs, factors, special=settings.special, angle=settings.angle, **params)
 
     @classmethod
     def from_config(cls, topology, config: dict) -> Electrostatics:
         """The same settings again (a `config()`) for frames of the same system. For another system, use
         `for_system` with the config: the mesh is chosen per system."""
-        config = current_config(config)
-        special = config.pop("special", None) or DEFAULT_SPECIAL
-        pairs, factors = special_pairs(topology, special)
-        return cls(topology.charges, pairs, factors, special=special, **config)
+        settings = PMESettings.from_stored(config)
+        mesh = {k: config[k] for k in ("smearing", "mesh_spacing", "prefactor") if config.get(k) is not None}
+        pairs, factors = special_pairs(topology, settings)
+        return cls(
+            topology.charges,
+            pairs,
+            factors,
+            special=settings.special,
+            angle=settings.angle,
+            accuracy=settings.accuracy,
+            real_space_cutoff=settings.real_space_cutoff,
+            interpolation_nodes=settings.interpolation_nodes,
+            **mesh,
+        )
 
     def config(self) -> dict:
         """Everything needed to rebuild this object given the topology (for checkpoints and cache keys)."""
