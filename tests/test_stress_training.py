@@ -298,7 +298,7 @@ def test_stress_weight_is_refused_without_an_energy_or_a_force_field(water_run, 
     args[1] = str(imported)
     assert main(["train", "--model", "nequip", *args]) == 2
     err = capsys.readouterr().err
-    assert "gnnmd train: error:" in err and "manifest.json" in err and "no force field" in err
+    assert "gnnmd train: error:" in err and "manifest.json" in err and "no reference force field" in err
     assert main(["train", "--model", "nequip", *args[:-3], "--stress-weight", "-1"]) == 2
     assert "--stress-weight must be a number >= 0" in capsys.readouterr().err
 

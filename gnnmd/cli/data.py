@@ -105,6 +105,12 @@ def add_import(sub) -> None:
     p.add_argument("--dump", type=Path, action="append", default=[], help="LAMMPS dump with forces (repeatable)")
     p.add_argument("--energies", type=Path, help="per-frame potential energies: lines of timestep and energy")
     p.add_argument("--log", type=Path, help="LAMMPS log whose thermo table (Step, PotEng) gives the energies")
+    p.add_argument(
+        "--forcefield",
+        type=Path,
+        help="LAMMPS input, include file or log holding the run's force-field commands (pair_style, "
+        "special_bonds, kspace_style, ...; default: --log's), for reruns: stress labels, gnnmd learn, MD checks",
+    )
     p.add_argument("--extxyz", type=Path, help="trajectory ASE reads, with energies and forces")
     p.add_argument("--topology", type=Path, help="with --extxyz: LAMMPS data file of the system")
     p.add_argument(
@@ -122,15 +128,22 @@ def run_import(args) -> int:
     if args.extxyz is not None:
         if args.topology is None or args.data or args.dump:
             raise ValueError("--extxyz takes --topology (a LAMMPS data file), not --data/--dump")
-        manifest = import_trajectory(args.extxyz, args.topology, args.out, args.units or "metal", args.overwrite)
+        manifest = import_trajectory(
+            args.extxyz, args.topology, args.out, args.units or "metal", args.overwrite, forcefield=args.forcefield
+        )
     else:
         if args.data is None or not args.dump:
             raise ValueError("give --data and at least one --dump (LAMMPS), or --extxyz and --topology")
         if args.energies and args.log:
             raise ValueError("energies come from --energies or from --log, not both")
-        manifest = import_lammps(args.data, args.dump, args.out, args.energies, args.log, args.units, args.overwrite)
+        manifest = import_lammps(
+            args.data, args.dump, args.out, args.energies, args.log, args.units, args.overwrite, args.forcefield
+        )
     energies = "with energies" if all(s["energy_file"] for s in manifest["segments"]) else "forces only (no energies)"
     note = f"; {manifest['converted']}" if manifest["converted"] else ""
     print(f"{args.out}: {manifest['frame_count']} frames of {manifest['atoms']} atoms in "
           f"{len(manifest['segments'])} segment(s), {energies}{note}")  # fmt: skip
+    force_field = manifest.get("force_field")
+    print(f"reference force field: {force_field['source']}" if force_field else
+          "no reference force field (give --log or --forcefield to rerun frames: stress labels, gnnmd learn)")  # fmt: skip
     return 0

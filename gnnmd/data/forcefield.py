@@ -100,9 +100,10 @@ class ForceField:
         """The force-field commands of a LAMMPS input, include file or log (which echoes its input);
         a later command of the same kind adds to (coefficients) or replaces (styles) an earlier one."""
         commands, found_units = [], None
+        is_log = text.startswith("LAMMPS (")  # a log echoes a line with variables, then its substituted form
         for raw in text.splitlines():
             words = raw.split("#", 1)[0].split()
-            if not words:
+            if not words or (is_log and "$" in raw):
                 continue
             if words[0] == "units" and len(words) == 2:
                 found_units = words[1]
@@ -229,12 +230,15 @@ class ForceField:
 _STUDY_FORCE_FIELDS = {"water": "spcfw.ff", "big-water": "spcfw.ff", "argon": "argon.ff", "argon-train": "argon.ff"}
 
 
-def dataset_force_field(manifest: dict, where: str) -> ForceField | None:
-    """The reference force field a dataset's manifest names: its `force_field` (datasets from today on),
-    the generate protocol's force-field file (older `gnnmd generate` datasets), else None (an older import
-    without a log)."""
+def dataset_force_field(data_dir) -> ForceField | None:
+    """The reference force field of a dataset folder, from its manifest: its `force_field` (datasets from
+    today on), the generate protocol's force-field file (older `gnnmd generate` datasets), else None (an
+    import without a log or force-field file)."""
+    from gnnmd.data.reader import read_manifest
+
+    manifest = read_manifest(data_dir)
     if manifest.get("force_field") is not None:
-        return ForceField.from_dict(manifest["force_field"], where)
+        return ForceField.from_dict(manifest["force_field"], f"{Path(data_dir) / 'manifest.json'}")
     protocol = manifest.get("protocol")
     if not isinstance(protocol, dict):
         return None

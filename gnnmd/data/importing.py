@@ -22,6 +22,7 @@ import numpy as np
 
 from gnnmd import __version__
 from gnnmd.data.dataset_folder import dataset_target, write_dataset
+from gnnmd.data.forcefield import ForceField
 from gnnmd.data.frames import Frames
 from gnnmd.data.reader import KCAL_PER_EV, DataError, declared_units, read_lammps, read_run, read_topology
 
@@ -123,9 +124,10 @@ def _box_lines(cell: np.ndarray) -> str:
             f"{min(0.0, yz):.10g} {ly + max(0.0, yz):.10g} {xz:.10g}\n0 {lz:.10g} {yz:.10g}\n")  # fmt: skip
 
 
-def _manifest(segments: list[dict], sources: dict, units: str, frames: list[Frames]) -> dict:
+def _manifest(segments: list[dict], sources: dict, units: str, frames: list[Frames], force_field=None) -> dict:
     converted = units != "real"
     return {
+        "force_field": force_field and force_field.to_dict(),
         "source": "import",
         "gnnmd_version": __version__,
         "system": Path(sources.get("data_file") or sources.get("topology") or "system").stem,
@@ -141,11 +143,12 @@ def _manifest(segments: list[dict], sources: dict, units: str, frames: list[Fram
 
 
 def import_lammps(data_file, dumps, out, energies=None, log=None, units: str | None = None,
-                  overwrite: bool = False) -> dict:  # fmt: skip
+                  overwrite: bool = False, forcefield=None) -> dict:  # fmt: skip
     """A dataset from LAMMPS runs of one system (see the module's doc); returns its manifest."""
     data_file = Path(data_file)
     units = units or declared_units(data_file) or "real"
     factor = check_units(units, data_file)
+    force_field = reference_force_field(forcefield, log, units)
     topology = read_topology(data_file, units=units)
     by_step = thermo_energies(log) if log else None
     out = dataset_target(out, overwrite)
@@ -164,9 +167,20 @@ def import_lammps(data_file, dumps, out, energies=None, log=None, units: str | N
             segments.append(write_segment(frames, data_file, work / f"segment_{k:03d}", factor))
         sources = {"data_file": str(data_file.resolve()), "dumps": [str(Path(d).resolve()) for d in dumps],
                    "energies": energies and str(Path(energies).resolve()), "log": log and str(Path(log).resolve())}  # fmt: skip
-        return _finish(work, _manifest(segments, sources, units, parts))
+        return _finish(work, _manifest(segments, sources, units, parts, force_field))
 
     return write_dataset(out, fill)
+
+
+def reference_force_field(forcefield, log, units: str) -> ForceField | None:
+    """The run's force field: from `forcefield` (an input, include file or log; it must hold one), else
+    from the log if it echoes one, else None. Only a real-units force field is kept: gnnmd reruns in real."""
+    if forcefield is not None:
+        return ForceField.read(forcefield, units)
+    if log is None or units != "real":
+        return None
+    found = ForceField.parse(Path(log).read_text(errors="replace"), str(log), units)
+    return found if found.commands else None
 
 
 def _in_real_units(frames: Frames, factor: float) -> Frames:
@@ -182,12 +196,13 @@ def _finish(work: Path, manifest: dict) -> dict:
     return manifest
 
 
-def import_trajectory(path, topology_file, out, units: str = "metal", overwrite: bool = False) -> dict:
+def import_trajectory(path, topology_file, out, units: str = "metal", overwrite: bool = False, forcefield=None) -> dict:
     """A dataset from an extxyz (or any ASE-readable) trajectory with energies and forces, in ASE's eV and
     A by default (`units="metal"`), with its topology from a LAMMPS data file (see the module's doc)."""
     from ase.io import read
 
     factor = check_units(units, path)
+    force_field = None if forcefield is None else ForceField.read(forcefield, "real")
     topology_file = Path(topology_file)
     topology = read_topology(topology_file)
     images = read(str(path), index=":")
@@ -198,7 +213,7 @@ def import_trajectory(path, topology_file, out, units: str = "metal", overwrite:
     def fill(work: Path) -> dict:
         segment = write_segment(frames, topology_file, work / "segment_000")
         sources = {"trajectory": str(Path(path).resolve()), "topology": str(topology_file.resolve())}
-        return _finish(work, _manifest([segment], sources, units, [frames]))
+        return _finish(work, _manifest([segment], sources, units, [frames], force_field))
 
     return write_dataset(out, fill)
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from gnnmd import __version__
 from gnnmd.data.dataset_folder import dataset_target, write_dataset
+from gnnmd.data.forcefield import ForceField
 from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
 from gnnmd.progress import hidden
 
@@ -262,6 +263,7 @@ def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool)
         "system": protocol.system,
         "protocol": asdict(protocol),
         "lammps_input": protocol.input_file,
+        "force_field": ForceField.shipped(protocol.forcefield).to_dict(),
         "frames_per_segment": protocol.frames_per_segment,
         "segments": segments,
         "simulation_seconds": round(time.time() - started, 1),

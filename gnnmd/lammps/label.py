@@ -8,6 +8,8 @@ the targets of a stress term in training (`cached_reference_virials`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from gnnmd.data import ReferenceVirials, load_frames, reference_virial_cache
+from gnnmd.data.forcefield import ForceField, dataset_force_field
 from gnnmd.data.reader import read_manifest
-from gnnmd.files import atomic_write_text, file_sha256
-from gnnmd.lammps.engine import lammps_input, lammps_path, load_system_commands, start_lammps
+from gnnmd.files import atomic_write_text
+from gnnmd.lammps.engine import lammps_path, load_system_commands, start_lammps
 from gnnmd.units import NKTV2P_REAL, VOIGT_COLUMNS, VOIGT_ROWS
 
 
@@ -56,9 +59,9 @@ def copy_frames(dump_file, timesteps, out) -> list[int]:
     return kept
 
 
-def label_frames(data_file, forcefield: str, dump_file, timesteps, out) -> dict:
-    """Reference forces and energies of the frames of `dump_file` at `timesteps`, with the force field
-    `forcefield` (a file in lammps_inputs/) of the system in `data_file`: writes out/system.data (a copy),
+def label_frames(data_file, forcefield: ForceField, dump_file, timesteps, out) -> dict:
+    """Reference forces and energies of the frames of `dump_file` at `timesteps`, with the reference force
+    field `forcefield` of the system in `data_file`: writes out/system.data (a copy),
     out/frames.lammpstrj (id mol type q x y z fx fy fz) and out/energy.txt (timestep, potential energy,
     kcal/mol), the three files of a dataset segment. Returns the segment's manifest entry."""
     out = Path(out)
@@ -91,7 +94,7 @@ def label_frames(data_file, forcefield: str, dump_file, timesteps, out) -> dict:
         "dump_file": str(out / "frames.lammpstrj"),
         "energy_file": str(out / "energy.txt"),
         "timesteps": kept,
-        "forcefield": forcefield,
+        "force_field_source": forcefield.source,
     }
 
 
@@ -99,10 +102,8 @@ def reference_virials(data_dir, work) -> np.ndarray:
     """The virial (F, 3, 3, kcal/mol) of every frame of a gnnmd dataset under its own force field: a LAMMPS
     rerun of each segment's dump with `compute pressure NULL virial` (the virial part of the pressure
     tensor, times the volume). `work` holds the reruns' outputs."""
-    from gnnmd.lammps.md import dataset_forcefield
-
     data_dir, work = Path(data_dir), Path(work)
-    forcefield, virials = dataset_forcefield(data_dir), []
+    forcefield, virials = reference_force_field(data_dir), []
     for k, segment in enumerate(read_manifest(data_dir)["segments"]):
         out = work / f"segment_{k:03d}"
         out.mkdir(parents=True, exist_ok=True)
@@ -134,15 +135,16 @@ def cached_reference_virials(data_dir) -> ReferenceVirials:
     training (`gnnmd train --stress-weight`): read from the dataset folder (virials_<hash>.npz, see
     gnnmd.data.virial_cache) when its force field computed them, else computed by `reference_virials`, the
     LAMMPS reruns writing into a temporary folder that is removed afterwards, and stored there, once per
-    dataset. A dataset without a force field to rerun (`gnnmd import`) is a ValueError."""
+    dataset. A dataset without a force field to rerun (an import without its log) is a ValueError."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ValueError(
             f"{data_dir}: the virials of a stress term come from a rerun of a dataset folder; not a folder"
         )
-    forcefield = _rerun_forcefield(data_dir)
+    forcefield = reference_force_field(data_dir)
     frames = load_frames(data_dir)
-    source = f"LAMMPS rerun with {forcefield} (sha256 {file_sha256(lammps_input(forcefield))})"
+    digest = hashlib.sha256(json.dumps(forcefield.commands).encode()).hexdigest()
+    source = f"LAMMPS rerun with {forcefield.source} (sha256 of its commands {digest})"
 
     def compute() -> np.ndarray:
         with tempfile.TemporaryDirectory(prefix="gnnmd-virials-") as work:
@@ -151,18 +153,13 @@ def cached_reference_virials(data_dir) -> ReferenceVirials:
     return reference_virial_cache(frames, data_dir, source, compute)
 
 
-def _rerun_forcefield(data_dir: Path) -> str:
-    """The force field a dataset was made with, or a ValueError saying that it has none to rerun with."""
-    from gnnmd.lammps.md import dataset_forcefield
-
-    manifest = read_manifest(data_dir)
-    try:
-        if isinstance(manifest.get("protocol"), dict):
-            return dataset_forcefield(data_dir)
-    except KeyError:
-        pass
-    raise ValueError(
-        f"{data_dir / 'manifest.json'}: names no force field to rerun the frames with (a dataset of "
-        f"{'gnnmd import' if manifest.get('source') == 'import' else 'unknown origin'}), so it has no reference "
-        "virials for --stress-weight; only `gnnmd generate` datasets have them"
-    )
+def reference_force_field(data_dir) -> ForceField:
+    """The force field a dataset's frames were made with, or a ValueError saying that it has none to rerun
+    them with (an import given neither --log nor --forcefield)."""
+    force_field = dataset_force_field(data_dir)
+    if force_field is None:
+        raise ValueError(
+            f"{Path(data_dir) / 'manifest.json'}: names no reference force field to rerun the frames with "
+            "(re-import the dataset with the run's log.lammps (--log) or input (--forcefield) to get one)"
+        )
+    return force_field

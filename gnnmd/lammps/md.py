@@ -39,7 +39,6 @@ from gnnmd.lammps.engine import (
     load_system_commands,
     start_lammps,
 )
-from gnnmd.lammps.generate import DEFAULTS
 from gnnmd.lammps.ranks import RankSum, check_box_for_clusters, ghost_commands, world
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 from gnnmd.models.electrostatics import PMESettings, has_charges
@@ -548,16 +547,16 @@ def _run_record(n_atoms: int, run: _Dynamics, failed_at: int | None, seconds: fl
     }
 
 
-def dataset_forcefield(data_dir) -> str:
-    """The force field (a file in lammps_inputs/) that a `gnnmd generate` dataset was made with, from its
-    manifest.json; datasets written before the manifest named it used their system's default one."""
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    return manifest["protocol"].get("forcefield") or DEFAULTS[manifest["system"]].forcefield
+def dataset_forcefield(data_dir):
+    """The reference force field (a ForceField) a dataset's frames were made with, from its manifest.json."""
+    from gnnmd.lammps.label import reference_force_field
+
+    return reference_force_field(data_dir)
 
 
 def run_lammps_md(
     data_file,
-    forcefield: str,
+    forcefield,
     steps: int,
     out,
     timestep: float = 1.0,
@@ -573,7 +572,7 @@ def run_lammps_md(
     overwrite: bool = False,
 ) -> dict:
     """Plain LAMMPS, the reference for run_md: the same MD (start, integrator, dump and thermo.txt) with
-    the system's own force field `forcefield` (see dataset_forcefield) on `threads` threads (OPENMP styles)
+    the system's own force field `forcefield` (a ForceField or a lammps_inputs/ file name; see dataset_forcefield) on `threads` threads (OPENMP styles)
     in place of a model. Writes the dump, log, thermo.txt and summary.json into `out`; the summary has
     run_md's statistics and speed, and like run_md's, LAMMPS' failure (`failed_at_step`, `failure`)."""
     data_file, out = Path(data_file), Path(out)
@@ -590,7 +589,7 @@ def run_lammps_md(
     end_outputs_before(out, failed_at)
     statistics = thermo_statistics(out / "thermo.txt", n_atoms, failed_at, True, ensemble, temperature)
     summary = {
-        "forcefield": forcefield,
+        "forcefield": getattr(forcefield, "source", forcefield),
         "system": str(data_file),
         **_run_record(n_atoms, run, failed_at, seconds),
         "threads": threads,

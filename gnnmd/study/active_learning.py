@@ -30,8 +30,7 @@ import numpy as np
 
 from gnnmd.data.reader import ADDED_ORIGIN, read_manifest
 from gnnmd.files import FolderLock, atomic_write_text
-from gnnmd.lammps.label import dump_timesteps, label_frames
-from gnnmd.lammps.md import dataset_forcefield
+from gnnmd.lammps.label import dump_timesteps, label_frames, reference_force_field
 from gnnmd.models.checkpoint import read_checkpoint
 from gnnmd.study.steps import Step, run_steps
 
@@ -81,7 +80,7 @@ class ActiveLearning:
         self.base = read_manifest(self.data)
         segment = self.base["segments"][0]
         self.system = Path(plan.system) if plan.system else self.data / segment["data_file"]
-        self.forcefield = dataset_forcefield(self.data)
+        self.forcefield = reference_force_field(self.data)
         self.electrostatics = "pme" if read_checkpoint(plan.models[0]).get("electrostatics") else "none"
 
     def start(self) -> None:
@@ -162,7 +161,8 @@ class ActiveLearning:
             segment.update(origin=ADDED_ORIGIN, round=record["round"], source_md=record["md"],
                            temperature=md["temperature"], frames=len(record["timesteps"]))  # fmt: skip
             manifest["segments"].append(segment)
-        manifest["active_learning"] = {"base": str(self.data), "labelled_by": self.forcefield,
+        manifest["force_field"] = self.forcefield.to_dict()
+        manifest["active_learning"] = {"base": str(self.data), "labelled_by": self.forcefield.source,
                                        "added_frames": sum(len(r["timesteps"]) for r in added)}  # fmt: skip
         atomic_write_text(data / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return data
