@@ -55,15 +55,15 @@ def run_units(data_file: Path, log=None, given: str | None = None) -> tuple[str,
     said = [("data file", data_file, declared_units(data_file) if data_file.is_file() else None),
             ("log", log, log_units(log) if log else None), ("--units", "--units", given)]  # fmt: skip
     said = [(source, where, units) for source, where, units in said if units]
+    for _, where, units in said:
+        check_units(units, where)
     if len({units for _, _, units in said}) > 1:
         raise DataError("units disagree: " + ", ".join(f"{where} says {units}" for _, where, units in said))
     if not said:
         also = f" nor in {log}" if log else ""
         warnings.warn(f"{data_file}: no units in its header{also}; assumed real (kcal/mol, A)", DataWarning, 3)
         return "real", "assumed"
-    source, where, units = said[0]
-    check_units(units, where)
-    return units, source
+    return said[0][2], said[0][0]
 
 
 def thermo_energies(log_file) -> dict[int, float]:
