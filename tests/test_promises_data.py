@@ -198,6 +198,8 @@ def test_evaluate_out_must_be_a_new_json_in_an_existing_folder(argon_model, argo
     shutil.copytree(argon_run, inputs / "argon")
     shutil.copyfile(argon_run / "segment_000" / "system.data", inputs / "system.data")
     (inputs / "results.json").write_text('{"mine": 1}\n')
+    (inputs / "folder.json").mkdir()
+    (inputs / "link.json").symlink_to(inputs / "results.json")
     before = checksums(inputs)
     data = inputs / "argon"
     for out, overwrite, says in [
@@ -207,6 +209,8 @@ def test_evaluate_out_must_be_a_new_json_in_an_existing_folder(argon_model, argo
         (data / "eval.json", "--overwrite", "inside the dataset"),
         (inputs / "results.json", "--no-progress", "pass --overwrite"),
         (inputs / "results.json", "--overwrite", "not written by gnnmd evaluate"),
+        (inputs / "folder.json", "--overwrite", "not a file"),
+        (inputs / "link.json", "--overwrite", "is a link"),
     ]:
         code, _, err = run_cli(evaluate(argon_model, data, "--out", out, overwrite), capsys)
         assert code == 2 and str(out) in err and says in err and len(err.strip().splitlines()) == 1, (out, err)

@@ -135,11 +135,13 @@ def check_output(path: Path, option: str, suffix: str, overwrite: bool, ours, da
         raise ValueError(f"{path}: {option}'s folder {where.parent} does not exist; make it first")
     if Path(data).resolve() in where.parents:
         raise ValueError(f"{path}: {option} is inside the dataset {data}, which gnnmd evaluate only reads")
-    if not where.exists() and not where.is_symlink():
+    if not path.exists() and not path.is_symlink():
         return
     if not overwrite:
         raise FileExistsError(f"{path}: exists; pass --overwrite to replace an earlier gnnmd evaluation's file")
-    if where.is_symlink() or not where.is_file() or not ours(where):
+    if path.is_symlink() or not path.is_file():  # a link is the user's doing: kept, as is a folder
+        raise FileExistsError(f"{path}: is a link or not a file; --overwrite replaces only gnnmd evaluate's files")
+    if not ours(path):
         raise FileExistsError(f"{path}: not written by gnnmd evaluate; --overwrite replaces only those")
 
 
