@@ -59,7 +59,7 @@ def test_metrics_agree_with_a_direct_computation(checkpoint, water_run):
     assert result["frames"] == 3 and result["atoms_per_second_model"] > 0
 
 
-def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run, tmp_path, capsys):
+def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval.json"
     assert (
         main(
@@ -86,10 +86,18 @@ def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run,
         assert result[key] > 0
     png = tmp_path / "eval.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    # another system: its own type table (argon), zero-shot; default output next to the checkpoint
+    # another system: its own type table (argon), zero-shot; default output in the current folder, named
+    # after the model's run and the data, and nothing written beside the model
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    beside_model = sorted(p.name for p in checkpoint.parent.iterdir())
     assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress"]) == 0
-    argon = json.loads((checkpoint.parent / f"eval-{argon_run.name}-all.json").read_text())
+    name = f"eval-{checkpoint.parent.name}__{argon_run.name}-all"
+    assert sorted(p.name for p in here.iterdir()) == [f"{name}.json", f"{name}.png"]
+    argon = json.loads((here / f"{name}.json").read_text())
     assert argon["type_labels"] == ["Ar"] and argon["frames"] == 5
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == beside_model
 
 
 def test_cli_errors_name_the_file(checkpoint, water_run, tmp_path, capsys):

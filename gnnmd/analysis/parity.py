@@ -8,6 +8,8 @@ import numpy as np
 
 from gnnmd.analysis.plotting import pyplot
 
+SOFTWARE = "gnnmd parity plot"  # in the PNG's metadata: `gnnmd evaluate --overwrite` replaces only such files
+
 
 def parity_plot(
     pred: np.ndarray, ref: np.ndarray, atom_type: np.ndarray, labels: list[str], path, title: str = ""
@@ -33,6 +35,6 @@ def parity_plot(
     ax.legend(markerscale=4, fontsize=8)
     ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path

@@ -98,7 +98,7 @@ def add_import(sub) -> None:
         description="LAMMPS: --data system.data --dump run.lammpstrj [--dump more ...] [--energies FILE | --log "
         "log.lammps]. extxyz (or any ASE-readable trajectory with energies and forces): --extxyz traj.xyz "
         "--topology system.data (charges, epsilon, sigma and bonds from the data file, in its atom order). "
-        "Units: real is gnnmd's; metal (eV) is converted; others are refused. Your files are only read.",
+        "Units: real is gnnmd's; metal (eV) is converted; others (lj) are refused. Your files are only read.",
     )
     p.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
     p.add_argument("--data", type=Path, help="LAMMPS data file of the system (with Pair Coeffs)")
@@ -116,29 +116,30 @@ def add_import(sub) -> None:
     p.add_argument(
         "--units",
         choices=("real", "metal"),
-        help="of the input (LAMMPS: the data file's header, else real; extxyz: metal, ASE's eV)",
+        help="of the input (LAMMPS: the data file's header and the log's units command, which must agree; "
+        "real, with a warning, where neither says; extxyz: metal, ASE's eV)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out if gnnmd made it")
     p.set_defaults(func=run_import)
 
 
 def run_import(args) -> int:
-    from gnnmd.data.importing import import_lammps, import_trajectory
+    """Warnings of the import (no units said anywhere, a truncated frame) are printed as one line each."""
+    import sys
+    import warnings
 
-    if args.extxyz is not None:
-        if args.topology is None or args.data or args.dump:
-            raise ValueError("--extxyz takes --topology (a LAMMPS data file), not --data/--dump")
-        manifest = import_trajectory(
-            args.extxyz, args.topology, args.out, args.units or "metal", args.overwrite, forcefield=args.forcefield
-        )
-    else:
-        if args.data is None or not args.dump:
-            raise ValueError("give --data and at least one --dump (LAMMPS), or --extxyz and --topology")
-        if args.energies and args.log:
-            raise ValueError("energies come from --energies or from --log, not both")
-        manifest = import_lammps(
-            args.data, args.dump, args.out, args.energies, args.log, args.units, args.overwrite, args.forcefield
-        )
+    from gnnmd.data import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            manifest = _import(args)
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, DataWarning):
+                    print(f"gnnmd import: warning: {warning.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     energies = "with energies" if all(s["energy_file"] for s in manifest["segments"]) else "forces only (no energies)"
     note = f"; {manifest['converted']}" if manifest["converted"] else ""
     print(f"{args.out}: {manifest['frame_count']} frames of {manifest['atoms']} atoms in "
@@ -147,3 +148,21 @@ def run_import(args) -> int:
     print(f"reference force field: {force_field['source']}" if force_field else
           "no reference force field (give --log or --forcefield to rerun frames: stress labels, gnnmd learn)")  # fmt: skip
     return 0
+
+
+def _import(args) -> dict:
+    from gnnmd.data.importing import import_lammps, import_trajectory
+
+    if args.extxyz is not None:
+        if args.topology is None or args.data or args.dump:
+            raise ValueError("--extxyz takes --topology (a LAMMPS data file), not --data/--dump")
+        return import_trajectory(
+            args.extxyz, args.topology, args.out, args.units or "metal", args.overwrite, forcefield=args.forcefield
+        )
+    if args.data is None or not args.dump:
+        raise ValueError("give --data and at least one --dump (LAMMPS), or --extxyz and --topology")
+    if args.energies and args.log:
+        raise ValueError("energies come from --energies or from --log, not both")
+    return import_lammps(
+        args.data, args.dump, args.out, args.energies, args.log, args.units, args.overwrite, args.forcefield
+    )

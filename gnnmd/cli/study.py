@@ -55,7 +55,8 @@ def run_quickstart(args) -> int:
          "--segments", "6", "--equil-steps", "2000", "--stride", "20", *overwrite],
         ["train", "--model", args.model, "--data", str(data), "--name", name, "--runs-dir", str(runs),
          "--epochs", str(args.epochs), "--warmup", "1", "--batch-size", "2", "--lr", "0.003", *overwrite],
-        ["evaluate", "--model", str(runs / name / "best.pt"), "--data", str(data), "--split", "val"],
+        ["evaluate", "--model", str(runs / name / "best.pt"), "--data", str(data), "--split", "val",
+         "--out", str(runs / name / "eval-water-val.json")],
         ["figures", "--run", str(runs / name), "--out", str(args.out / "figures")],
     ]  # fmt: skip
     for step in steps:

@@ -1,11 +1,13 @@
 """Writing a dataset folder safely, for every command that makes one (`gnnmd generate`, `gnnmd import`):
 the work happens in a hidden sibling (`.NAME.partial`) that replaces the folder only when complete, under
-an OS lock; an existing folder is replaced only with `overwrite`, and only if gnnmd made it."""
+an OS lock; an existing folder is replaced only with `overwrite`, only if gnnmd made it, and only if
+it holds nothing but what gnnmd writes into a dataset (a user's notes or checkpoints are never wiped)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,12 @@ from pathlib import Path
 from gnnmd.files import FolderLock, swap_in
 
 SOURCES = ("LAMMPS", "import")  # a manifest's "source" when gnnmd wrote the dataset
+# what gnnmd writes into a dataset folder: generate and import (manifest, frames cache, segments), training
+# (Coulomb and reference-virial caches), and the temp files of atomic_write a killed writer leaves
+_OWN = r"manifest\.json|frames\.npz|(?:coulomb|virials)_[0-9a-f]{16}\.npz"
+OWN_ENTRY = re.compile(rf"(?:{_OWN})(?:[a-z0-9_]{{8}}\.tmp)?")
+SEGMENT_FOLDER = re.compile(r"segment_\d{3,}")
+SEGMENT_ENTRIES = ("system.data", "frames.lammpstrj", "energy.txt", "log.lammps")
 
 
 def is_gnnmd_dataset(folder: Path) -> bool:
@@ -24,10 +32,26 @@ def is_gnnmd_dataset(folder: Path) -> bool:
     return isinstance(manifest, dict) and "gnnmd_version" in manifest and manifest.get("source") in SOURCES
 
 
+def foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` gnnmd did not write there (relative names, sorted): anything but OWN_ENTRY files and
+    segment_NNN folders holding only SEGMENT_ENTRIES files. Links count as foreign."""
+    foreign = []
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.is_symlink():
+            foreign.append(entry.name)
+        elif SEGMENT_FOLDER.fullmatch(entry.name) and entry.is_dir():
+            inside = sorted(entry.iterdir())
+            foreign += [f"{entry.name}/{e.name}" for e in inside
+                        if e.name not in SEGMENT_ENTRIES or e.is_symlink() or not e.is_file()]  # fmt: skip
+        elif not (OWN_ENTRY.fullmatch(entry.name) and entry.is_file()):
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
 def dataset_target(out, overwrite: bool, check_path: Callable[[Path], object] | None = None) -> Path:
     """`out` as an absolute path, once it is clear that it may be written: a new or empty folder, or
-    (with `overwrite`) a dataset gnnmd made, and not the folder the user is in. `check_path` refuses
-    paths a later consumer cannot take (LAMMPS: spaces)."""
+    (with `overwrite`) a dataset gnnmd made that holds nothing of the user's, and not the folder the user
+    is in. `check_path` refuses paths a later consumer cannot take (LAMMPS: spaces)."""
     out = Path(os.path.abspath(out))
     if check_path is not None:
         check_path(out)
@@ -41,6 +65,12 @@ def dataset_target(out, overwrite: bool, check_path: Callable[[Path], object] | 
         if not is_gnnmd_dataset(out):
             raise FileExistsError(
                 f"{out}: not a gnnmd dataset (no manifest.json of gnnmd generate or import); --overwrite replaces only those"
+            )
+        foreign = foreign_entries(out)
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise FileExistsError(
+                f"{out}: holds what gnnmd did not write ({listed}); move that out first, --overwrite replaces only gnnmd's own files"
             )
     return out
 

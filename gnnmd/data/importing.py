@@ -7,15 +7,19 @@
   sigma) and bonds from a LAMMPS data file of the system, whose atom order the frames must follow.
 
 gnnmd works in LAMMPS `real` units (kcal/mol, A). `metal` input (eV) is converted, and the manifest says
-so; other unit systems are refused. Each dump (or trajectory) becomes one segment, written afresh into the
-dataset folder (data file, dump, energy file in real units), so the dataset does not depend on the files
-it came from, and those are never touched."""
+so; other unit systems are refused. A LAMMPS run's units are what its data file's header (`units = ...`,
+as write_data writes it), its log's `units` command and `units=` say, which must agree; where none says
+anything, real is assumed with a DataWarning, and the manifest records it ("units_source": "assumed").
+Each dump (or trajectory) becomes one segment, written afresh into the dataset folder (data file, dump,
+energy file in real units), so the dataset does not depend on the files it came from, and those are never
+touched."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import numpy as np
 from gnnmd import __version__
 from gnnmd.data.dataset_folder import dataset_target, write_dataset
 from gnnmd.data.forcefield import ForceField
-from gnnmd.data.frames import Frames
+from gnnmd.data.frames import DataWarning, Frames
 from gnnmd.data.reader import KCAL_PER_EV, DataError, declared_units, read_lammps, read_run, read_topology
 
 TO_KCAL = {"real": 1.0, "metal": KCAL_PER_EV}  # energy unit of each accepted unit system, in kcal/mol
@@ -34,6 +38,33 @@ def check_units(units: str, source) -> float:
     if units not in TO_KCAL:
         raise DataError(f"{source}: units {units!r} are not supported; gnnmd takes real (its own) or metal (converted)")
     return TO_KCAL[units]
+
+
+def log_units(log_file) -> str | None:
+    """The unit system the `units` command of a LAMMPS log set (its last one), or None if it has none."""
+    found = None
+    for line in Path(log_file).read_text(errors="replace").splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) == 2 and words[0] == "units":
+            found = words[1]
+    return found
+
+
+def run_units(data_file: Path, log=None, given: str | None = None) -> tuple[str, str]:
+    """(units, where they come from) of a LAMMPS run: the data file's header, the log's `units` command and
+    `given` (--units) must agree where they say anything; where none does, real is assumed, with a warning."""
+    said = [("data file", data_file, declared_units(data_file) if data_file.is_file() else None),
+            ("log", log, log_units(log) if log else None), ("--units", "--units", given)]  # fmt: skip
+    said = [(source, where, units) for source, where, units in said if units]
+    for _, where, units in said:
+        check_units(units, where)
+    if len({units for _, _, units in said}) > 1:
+        raise DataError("units disagree: " + ", ".join(f"{where} says {units}" for _, where, units in said))
+    if not said:
+        also = f" nor in {log}" if log else ""
+        warnings.warn(f"{data_file}: no units in its header{also}; assumed real (kcal/mol, A)", DataWarning, 3)
+        return "real", "assumed"
+    return said[0][2], said[0][0]
 
 
 def thermo_energies(log_file) -> dict[int, float]:
@@ -124,7 +155,10 @@ def _box_lines(cell: np.ndarray) -> str:
             f"{min(0.0, yz):.10g} {ly + max(0.0, yz):.10g} {xz:.10g}\n0 {lz:.10g} {yz:.10g}\n")  # fmt: skip
 
 
-def _manifest(segments: list[dict], sources: dict, units: str, frames: list[Frames], force_field=None) -> dict:
+def _manifest(
+    segments: list[dict], sources: dict, units: tuple[str, str], frames: list[Frames], force_field=None
+) -> dict:
+    units, units_source = units
     converted = units != "real"
     return {
         "force_field": force_field and force_field.to_dict(),
@@ -134,6 +168,7 @@ def _manifest(segments: list[dict], sources: dict, units: str, frames: list[Fram
         "imported_from": sources,
         "units": "real",
         "input_units": units,
+        "units_source": units_source,  # data file, log, --units, given (extxyz) or assumed (nothing said)
         "converted": f"from {units}: energies and forces times {TO_KCAL[units]:.6f} to kcal/mol" if converted else None,
         "segments": segments,
         "frame_count": int(sum(len(f) for f in frames)),
@@ -146,8 +181,8 @@ def import_lammps(data_file, dumps, out, energies=None, log=None, units: str | N
                   overwrite: bool = False, forcefield=None) -> dict:  # fmt: skip
     """A dataset from LAMMPS runs of one system (see the module's doc); returns its manifest."""
     data_file = Path(data_file)
-    units = units or declared_units(data_file) or "real"
-    factor = check_units(units, data_file)
+    units, units_source = run_units(data_file, log, units)
+    factor = TO_KCAL[units]
     force_field = reference_force_field(forcefield, log, units)
     topology = read_topology(data_file, units=units)
     by_step = thermo_energies(log) if log else None
@@ -167,7 +202,7 @@ def import_lammps(data_file, dumps, out, energies=None, log=None, units: str | N
             segments.append(write_segment(frames, data_file, work / f"segment_{k:03d}", factor))
         sources = {"data_file": str(data_file.resolve()), "dumps": [str(Path(d).resolve()) for d in dumps],
                    "energies": energies and str(Path(energies).resolve()), "log": log and str(Path(log).resolve())}  # fmt: skip
-        return _finish(work, _manifest(segments, sources, units, parts, force_field))
+        return _finish(work, _manifest(segments, sources, (units, units_source), parts, force_field))
 
     return write_dataset(out, fill)
 
@@ -199,23 +234,36 @@ def _finish(work: Path, manifest: dict) -> dict:
 def import_trajectory(path, topology_file, out, units: str = "metal", overwrite: bool = False, forcefield=None) -> dict:
     """A dataset from an extxyz (or any ASE-readable) trajectory with energies and forces, in ASE's eV and
     A by default (`units="metal"`), with its topology from a LAMMPS data file (see the module's doc)."""
-    from ase.io import read
-
     factor = check_units(units, path)
     force_field = None if forcefield is None else ForceField.read(forcefield, "real")
     topology_file = Path(topology_file)
     topology = read_topology(topology_file)
-    images = read(str(path), index=":")
-    frames = _frames_of(images, topology, path)
+    frames = _frames_of(_read_images(Path(path)), topology, path)
     frames = _in_real_units(frames, factor)
     out = dataset_target(out, overwrite)
 
     def fill(work: Path) -> dict:
         segment = write_segment(frames, topology_file, work / "segment_000")
         sources = {"trajectory": str(Path(path).resolve()), "topology": str(topology_file.resolve())}
-        return _finish(work, _manifest([segment], sources, units, [frames], force_field))
+        return _finish(work, _manifest([segment], sources, (units, "given"), [frames], force_field))
 
     return write_dataset(out, fill)
+
+
+def _read_images(path: Path) -> list:
+    """Every frame ASE reads from `path`; a file it cannot read (binary, another format) is a DataError."""
+    from ase.io import read
+
+    if not path.is_file():
+        raise DataError(f"{path}: trajectory file not found")
+    try:
+        images = read(str(path), index=":")
+    except Exception as err:  # ASE raises whatever its format's parser meets: a one-line error instead
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: not a trajectory ASE can read ({type(err).__name__}: {detail})") from err
+    if not images:
+        raise DataError(f"{path}: no frames")
+    return images
 
 
 def _frames_of(images, topology, path) -> Frames:
