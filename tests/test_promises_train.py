@@ -54,6 +54,15 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
     assert time.perf_counter() - started < 5 and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name, text", [("deep.json", "[" * 200_000), ("big.yaml", "#" * (2 << 20))])
+def test_a_config_too_deep_or_too_big_is_refused(tmp_path, capsys, name, text):
+    config = tmp_path / name
+    config.write_text(text)
+    code, err = run_cli(["train", "--config", config, "--runs-dir", tmp_path / "runs"], capsys)
+    one_line_error(code, err, str(config))
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     "text, needles",
     [

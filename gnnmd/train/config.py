@@ -190,6 +190,8 @@ def read_config_file(path, allowed=()) -> dict:
         values = _parse(path, path.read_text())
     except ValueError as err:  # JSON, YAML, aliases, not UTF-8
         raise ValueError(f"{path}: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deep to be a run config") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config file holds a mapping of option names to values")
     types = {f.name: f.type for f in fields(TrainConfig)}
