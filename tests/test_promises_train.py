@@ -148,8 +148,13 @@ def parsed(*argv) -> TrainConfig:
     return _config(args, finetune=args.command == "finetune")
 
 
-def test_training_defaults_are_trainconfigs_alone(water_run):
+def test_training_defaults_are_trainconfigs_alone(water_run, tmp_path):
     assert parsed("train", "--data", water_run) == TrainConfig(data=str(water_run))
+    config = tmp_path / "run.yaml"  # no flag's default hides a file's value
+    config.write_text("device: cpu\nquiet: true\nruns_dir: elsewhere\nelectrostatics: none\nloss: mse\n")
+    from_file = parsed("train", "--data", water_run, "--config", config)
+    assert (from_file.device, from_file.quiet, from_file.runs_dir) == ("cpu", True, "elsewhere")
+    assert (from_file.electrostatics, from_file.loss) == ("none", "mse")
     flags = parsed("train", "--data", water_run, "--epochs", 3, "--no-progress", "--hyper", "hidden=8")
     assert (flags.epochs, flags.progress, flags.hyper) == (3, False, {"hidden": 8})
     with pytest.raises(ValueError, match="--cutoff"):

@@ -82,6 +82,7 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device(p)
+    p.set_defaults(device=None)  # not given: --config's, else TrainConfig's ("auto")
     p.add_argument(
         "--resume", action="store_true", default=None, help="continue runs/<name>/ from its latest checkpoint"
     )
