@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from gnnmd.cli.common import add_device, set_threads
-from gnnmd.train.config import ELECTROSTATICS, LOSSES, TrainConfig, check_virial_family
-from gnnmd.train.setup import RUN_RECORD_KEYS
+from gnnmd.train.config import ELECTROSTATICS, FINETUNE_DEFAULTS, LOSSES, TrainConfig, make_config
 
 
 def _hyper(text: str) -> tuple[str, object]:
@@ -22,7 +21,16 @@ def _hyper(text: str) -> tuple[str, object]:
         return name, value
 
 
+def _default(name: str, finetune: bool = False) -> str:
+    """The default of a setting, for --help: TrainConfig owns it (FINETUNE_DEFAULTS when fine-tuning)."""
+    if finetune and name in FINETUNE_DEFAULTS:
+        return f"default {FINETUNE_DEFAULTS[name]}"
+    return f"default {TrainConfig.__dataclass_fields__[name].default}"
+
+
 def _common(p, finetune: bool) -> None:
+    """The options train and finetune share. None of them has a default here ("not given"): make_config
+    lays them over --config's values and those over TrainConfig's defaults."""
     p.add_argument(
         "--config",
         type=Path,
@@ -33,33 +41,36 @@ def _common(p, finetune: bool) -> None:
         "--data", type=Path, help="dataset directory made by `gnnmd generate` (required, here or in --config)"
     )
     p.add_argument("--name", help="run name (default: <model>-<data dir name>)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<name>/ goes (default ./runs)")
-    if finetune:
-        p.add_argument(
-            "--cutoff", type=float, help="graph cutoff in A (default: the parent's; argon's LJ tail wants ~7)"
-        )
-    else:
-        p.add_argument("--cutoff", type=float, default=3.4, help="graph cutoff in A (study: 3.4 for water)")
-    p.add_argument("--epochs", type=int, default=20 if finetune else 50)
-    p.add_argument("--batch-size", type=int, default=4, help="frames per step (per process under torchrun)")
-    p.add_argument("--lr", type=float, default=1e-4 if finetune else 1e-3, help="peak learning rate (Adam)")
-    p.add_argument("--lr-decay", type=float, default=0.95, help="per-epoch exponential decay after warm-up")
+    p.add_argument("--runs-dir", type=Path, help="where runs/<name>/ goes (default ./runs)")
+    cutoff = "default: the parent's; argon's LJ tail wants ~7" if finetune else _default("cutoff") + ", for water"
+    p.add_argument("--cutoff", type=float, help=f"graph cutoff in A ({cutoff})")
+    p.add_argument("--epochs", type=int, help=_default("epochs", finetune))
     p.add_argument(
-        "--warmup", dest="warmup_epochs", type=int, default=1 if finetune else 5, help="warm-up epochs (linear ramp)"
+        "--batch-size", type=int, help=f"frames per step (per process under torchrun; {_default('batch_size')})"
+    )
+    p.add_argument("--lr", type=float, help=f"peak learning rate (Adam; {_default('lr', finetune)})")
+    p.add_argument("--lr-decay", type=float, help=f"per-epoch exponential decay after warm-up ({_default('lr_decay')})")
+    p.add_argument(
+        "--warmup",
+        dest="warmup_epochs",
+        type=int,
+        help=f"warm-up epochs (linear ramp; {_default('warmup_epochs', finetune)})",
     )
     p.add_argument(
         "--electrostatics",
         choices=ELECTROSTATICS,
-        default="auto",
-        help="PME Coulomb of the node charges added to the model, which learns the rest (auto: pme when the system has charges)",
+        help="PME Coulomb of the node charges added to the model, which learns the rest (auto, the default: pme "
+        "when the system has charges)",
     )
     _loss_options(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=_default("seed"))
+    p.add_argument("--val-fraction", type=float, help=_default("val_fraction"))
+    p.add_argument("--split-seed", type=int, help=_default("split_seed"))
     p.add_argument("--max-frames", type=int, help="use this many frames, spread evenly over the dataset")
-    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without validation improvement")
-    p.add_argument("--checkpoint-every", type=int, default=6, help="epochs between checkpoints")
+    p.add_argument(
+        "--patience", type=int, help=f"early stopping: epochs without validation improvement ({_default('patience')})"
+    )
+    p.add_argument("--checkpoint-every", type=int, help=f"epochs between checkpoints ({_default('checkpoint_every')})")
     p.add_argument(
         "--augment",
         dest="augment",
@@ -71,36 +82,49 @@ def _common(p, finetune: bool) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device(p)
-    p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(device=None)  # not given: --config's, else TrainConfig's ("auto")
+    p.add_argument(
+        "--resume", action="store_true", default=None, help="continue runs/<name>/ from its latest checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run directory")
     _output_options(p)
 
 
 def _loss_options(p) -> None:
     """What the loss is made of: its kind, and the weights of its terms beside the forces."""
     p.add_argument(
-        "--zero-penalty", type=float, default=0.0, help="warm-up penalty weight on near-zero predicted forces"
+        "--zero-penalty",
+        type=float,
+        help=f"warm-up penalty weight on near-zero predicted forces ({_default('zero_penalty')})",
     )
-    p.add_argument("--loss", choices=LOSSES, default="l1")
-    p.add_argument("--huber-delta", type=float, default=1.0, help="Huber threshold in units of the force RMS")
+    p.add_argument("--loss", choices=LOSSES, help=_default("loss"))
     p.add_argument(
-        "--energy-weight", type=float, default=0.0, help="weight of the per-atom energy loss (energy models)"
+        "--huber-delta", type=float, help=f"Huber threshold in units of the force RMS ({_default('huber_delta')})"
+    )
+    p.add_argument(
+        "--energy-weight",
+        type=float,
+        help=f"weight of the per-atom energy loss (energy models; {_default('energy_weight')})",
     )
     p.add_argument(
         "--stress-weight",
         type=float,
-        default=0.0,
         help="weight of the per-atom virial loss (energy models on `gnnmd generate` datasets; the reference "
-        "virials come from a LAMMPS rerun of the frames, kept in the dataset folder)",
+        f"virials come from a LAMMPS rerun of the frames, kept in the dataset folder; {_default('stress_weight')})",
     )
 
 
 def _output_options(p) -> None:
     """What a run shows and logs."""
     p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only anyway)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines either (runs/<name>/train.log has them)")
     p.add_argument(
-        "--tensorboard", action="store_true", help="also log the metrics for TensorBoard (runs/<name>/tensorboard/)"
+        "--quiet", action="store_true", default=None, help="no per-epoch lines either (runs/<name>/train.log has them)"
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also log the metrics for TensorBoard (runs/<name>/tensorboard/)",
     )
 
 
@@ -113,7 +137,7 @@ def add_train(sub) -> None:
         description="Train a model on frames from `gnnmd generate`; writes runs/<name>/ (config.json, metrics.csv, "
         "checkpoints/, best.pt, summary.txt). Runs data-parallel under `torchrun --nproc_per_node N -m gnnmd.cli train ...`.",
     )
-    p.add_argument("--model", choices=sorted(MODELS), default="eqforce")
+    p.add_argument("--model", choices=sorted(MODELS), help=_default("model"))
     p.add_argument(
         "--hyper",
         type=_hyper,
@@ -136,66 +160,30 @@ def add_finetune(sub) -> None:
     p.add_argument("--from", dest="init_from", type=Path, required=True, help="parent checkpoint (e.g. runs/X/best.pt)")
     p.add_argument(
         "--freeze",
-        default="",
         help="comma-separated parts to keep fixed: encoders, mp1, mp2, mp3, decoder, or a parameter prefix",
     )
     p.add_argument(
-        "--keep-normalisation", action="store_true", help="keep the parent's force scale instead of the new data's"
+        "--keep-normalisation",
+        action="store_true",
+        default=None,
+        help="keep the parent's force scale instead of the new data's",
     )
     _common(p, finetune=True)
     p.set_defaults(func=run_finetune)
 
 
-def read_config_file(path: Path) -> dict:
-    """Options from a YAML or JSON file: a mapping of TrainConfig names (a run's config.json works: the keys
-    that are not options, such as its frame counts and normalisation, are left out)."""
-    text = Path(path).read_text()
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text)
-    else:
-        values = json.loads(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file holds a mapping of option names to values")
-    fields = TrainConfig.__dataclass_fields__
-    unknown = [key for key in values if key not in fields and key not in RUN_RECORD_KEYS]
-    if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(fields)}")
-    return {key: value for key, value in values.items() if key in fields}
-
-
 def config_defaults(parser, argv: list[str]) -> None:
-    """For `gnnmd train|finetune --config FILE`: the file's options become the subcommand's defaults, so
-    that the flags on the command line override them."""
-    known, _ = parser.parse_known_args(argv)
-    if getattr(known, "config", None) is None or known.command not in ("train", "finetune"):
-        return
-    values = read_config_file(known.config)
-    if "hyper" in values:
-        values["hyper"] = list(dict(values["hyper"]).items())
-    if "progress" in values:
-        values["no_progress"] = not values.pop("progress")
-    if "freeze" in values and not isinstance(values["freeze"], str):
-        values["freeze"] = ",".join(values["freeze"])
-    for key in ("data", "runs_dir", "init_from"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    parser.commands[known.command].set_defaults(**values)
+    """Nothing: `--config` is read by make_config, with the flags (kept while gnnmd.cli.main calls it)."""
 
 
-def _config(args, **extra) -> TrainConfig:
-    if args.data is None:
-        raise ValueError("no dataset: give --data (or `data` in --config)")
-    fields = TrainConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values.update(extra)
-    values["data"] = str(args.data)
-    values["runs_dir"] = str(args.runs_dir)
-    values["progress"] = not args.no_progress
-    if args.augment is not None:
-        values["augment"] = args.augment
-    return TrainConfig(**values)
+def _config(args, finetune: bool) -> TrainConfig:
+    """The run's TrainConfig: the command line's flags (None where not given) over --config's values over
+    the defaults, in gnnmd.train.config.make_config."""
+    flags = {key: value for key, value in vars(args).items() if key in TrainConfig.__dataclass_fields__}
+    flags["progress"] = False if args.no_progress else None
+    if "hyper" in flags:
+        flags["hyper"] = dict(flags["hyper"] or [])
+    return make_config(flags, args.config, finetune=finetune)
 
 
 def _print_summary(summary: dict, quiet: bool = False) -> int:
@@ -206,12 +194,10 @@ def _print_summary(summary: dict, quiet: bool = False) -> int:
 
 def _reference_virials(config: TrainConfig) -> None:
     """With --stress-weight: the dataset's reference virials stored in its folder (LAMMPS reruns, once per
-    dataset; gnnmd.lammps.label.cached_reference_virials), where training reads them. The options are
-    checked first, so a wrong family is refused before LAMMPS runs."""
+    dataset; gnnmd.lammps.label.cached_reference_virials), where training reads them. The config is
+    checked already (make_config), fine-tuning's family included, so a wrong one is refused before LAMMPS runs."""
     if not config.stress_weight > 0:
         return
-    config.check()
-    check_virial_family(config.model)  # fine-tuning: the parent's
     from gnnmd.lammps.label import cached_reference_virials
 
     cached_reference_virials(config.data)
@@ -221,19 +207,16 @@ def run_train(args) -> int:
     from gnnmd.train import train
 
     set_threads(args.threads)
-    config = _config(args, model=args.model, hyper=dict(args.hyper))
+    config = _config(args, finetune=False)
     _reference_virials(config)
     return _print_summary(train(config), config.quiet)
 
 
 def run_finetune(args) -> int:
     from gnnmd.train import train
-    from gnnmd.train.setup import finetune_defaults
 
     set_threads(args.threads)
-    freeze = tuple(part.strip() for part in args.freeze.split(",") if part.strip())
-    defaults = finetune_defaults(args.init_from, args.data, args.name, args.cutoff)
-    config = _config(args, init_from=str(args.init_from), freeze=freeze, **defaults)
+    config = _config(args, finetune=True)
     _reference_virials(config)
     return _print_summary(train(config), config.quiet)
 

@@ -293,11 +293,6 @@ def resume_state(config: TrainConfig, run_dir: Path, model, optimizer) -> Traini
     return TrainingState(payload["epoch"], training["history"], training["best"])
 
 
-# what config.json records beside the TrainConfig fields (derived by the run, not options)
-RUN_RECORD_KEYS = ("frames", "train_frames", "val_frames", "atoms", "normalisation", "type_table", "world_size",
-                   "gnnmd_version", "parameters", "trainable_parameters", "parent")  # fmt: skip
-
-
 def resolved_config(config: TrainConfig, data: RunData, model, normalisation, parent, world: int) -> dict:
     """What config.json and every checkpoint record: the config's fields (data path resolved) and what
     the run derived from them."""
@@ -318,14 +313,3 @@ def resolved_config(config: TrainConfig, data: RunData, model, normalisation, pa
         parent=parent,
     )
     return resolved
-
-
-def finetune_defaults(init_from, data, name: str | None = None, cutoff: float | None = None) -> dict:
-    """`gnnmd finetune`'s defaults from the parent checkpoint: the run name
-    <family>-finetune-<data dir name>, the parent's cutoff, and its model family."""
-    parent = read_checkpoint(init_from)
-    return {
-        "name": name or f"{parent['family']}-finetune-{Path(data).resolve().name}",
-        "cutoff": cutoff or parent["cutoff"],
-        "model": parent["family"],
-    }
