@@ -24,22 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_figures(sub)
     study.add_quickstart(sub)
     study.add_reproduce(sub)
-    parser.commands = sub.choices  # name -> its parser (config_defaults sets a command's defaults)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gnnmd.cli.train import config_defaults
     from gnnmd.memory import keep_freed_memory
 
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        config_defaults(parser, argv)  # `train|finetune --config FILE`: the file's options as defaults
-    except (ValueError, OSError) as err:
-        print(f"gnnmd: error: {err}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     keep_freed_memory()  # large systems: reuse a step's memory instead of page-faulting it afresh
     try:
         return args.func(args)

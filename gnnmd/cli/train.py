@@ -172,10 +172,6 @@ def add_finetune(sub) -> None:
     p.set_defaults(func=run_finetune)
 
 
-def config_defaults(parser, argv: list[str]) -> None:
-    """Nothing: `--config` is read by make_config, with the flags (kept while gnnmd.cli.main calls it)."""
-
-
 def _config(args, finetune: bool) -> TrainConfig:
     """The run's TrainConfig: the command line's flags (None where not given) over --config's values over
     the defaults, in gnnmd.train.config.make_config."""
