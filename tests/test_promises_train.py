@@ -131,7 +131,9 @@ def test_overwrite_replaces_a_run_with_gnnmds_own_outputs_only(water_run, tmp_pa
     """A run folder holding what training and `gnnmd evaluate` wrote there is gnnmd's to replace."""
     runs = tmp_path / "runs"
     assert tiny_run(water_run, runs, "r", capsys, "--tensorboard")[0] == 0
-    assert main(["evaluate", "--model", str(runs / "r" / "best.pt"), "--data", str(water_run), "--no-progress"]) == 0
+    out = runs / "r" / "eval-water-val.json"  # as quickstart writes it (evaluate's default is the current folder)
+    args = ["evaluate", "--model", str(runs / "r" / "best.pt"), "--data", str(water_run), "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
     assert list((runs / "r").glob("eval-*.json")) and list((runs / "r" / "tensorboard").iterdir())
     code, _ = tiny_run(water_run, runs, "r", capsys, "--overwrite", "--seed", 5)
     assert code == 0 and json.loads((runs / "r" / "config.json").read_text())["seed"] == 5

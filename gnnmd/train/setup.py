@@ -113,16 +113,21 @@ def resolve_electrostatics(config: TrainConfig, frames) -> TrainConfig:
 
 
 def coulomb_for(config: TrainConfig, data: RunData, dist: Distributed):
-    """(Coulomb cache of every frame, PME settings for the checkpoint), or (None, None) without PME.
+    """(Coulomb cache of every frame, PME settings for the checkpoint), or (None, None) without PME. The
+    special_bonds weights and accuracy are the dataset's reference force field's (PMESettings' defaults,
+    SPC/Fw's, for a dataset that names none).
 
     The cache is computed once (rank 0 first, next to the dataset's frames.npz, so the other ranks and
     later runs read it) and the network learns the rest."""
-    from gnnmd.models.electrostatics import Electrostatics
+    from gnnmd.data.forcefield import dataset_force_field
+    from gnnmd.models.electrostatics import Electrostatics, PMESettings
 
     if config.electrostatics == "none":
         return None, None
     frames = data.frames
-    electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell())
+    force_field = dataset_force_field(data.path) if data.path.is_dir() else None
+    settings = PMESettings.for_force_field(force_field) if force_field is not None else PMESettings()
+    electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell(), settings)
     directory = data.path if data.path.is_dir() else None
     cache = None
     virials = config.stress_weight > 0  # the stress term's targets are reference minus Coulomb too
