@@ -3,7 +3,7 @@
     python benchmarks/reproduce.py [--scale quick|default|full] [--work reproduce]
 
 Results go to benchmarks/results/ (reproduction.json, reproduction.md, figures/) and the table into
-README.md's reproduction block, unless --results / --update-readme say otherwise."""
+docs/reproduction.md's table block, unless --results / --update-doc say otherwise."""
 
 from __future__ import annotations
 
@@ -18,6 +18,6 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--results" not in argv:
         argv += ["--results", str(ROOT / "benchmarks" / "results")]
-    if "--update-readme" not in argv:
-        argv += ["--update-readme", str(ROOT / "README.md")]
+    if "--update-doc" not in argv:
+        argv += ["--update-doc", str(ROOT / "docs" / "reproduction.md")]
     sys.exit(main(["reproduce", *argv]))

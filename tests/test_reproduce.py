@@ -10,7 +10,7 @@ import math
 import pytest
 
 from gnnmd.cli import main
-from gnnmd.study.reproduction import SCALES, Reproduction
+from gnnmd.study.reproduction import SCALES, TABLE_MARKERS, Reproduction
 from gnnmd.study.scales import FROZEN_PART, argon_budget
 
 pytestmark = pytest.mark.slow
@@ -20,13 +20,22 @@ ROW_KEYS = {"model", "electrostatics", "train_system", "eval_system", "finetune_
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def table_doc(tmp_path_factory):
+    """A document with a reproduction table block, for --update-doc."""
+    doc = tmp_path_factory.mktemp("docs") / "reproduction.md"
+    doc.write_text(f"# Ours\n{TABLE_MARKERS[0]}\nold table\n{TABLE_MARKERS[1]}\nstays\n")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, table_doc):
     work = tmp_path_factory.mktemp("reproduce")
-    assert main(["reproduce", "--scale", "quick", "--work", str(work), "--no-progress"]) == 0
+    args = ["reproduce", "--scale", "quick", "--work", str(work), "--no-progress", "--update-doc", str(table_doc)]
+    assert main(args) == 0
     return work
 
 
-def test_quick_reproduction_has_every_row_and_figure(quick):
+def test_quick_reproduction_has_every_row_and_figure(quick, table_doc):
     scale = SCALES["quick"]
     report = json.loads((quick / "results" / "reproduction.json").read_text())
     rows = report["rows"]
@@ -49,6 +58,7 @@ def test_quick_reproduction_has_every_row_and_figure(quick):
 
     table = (quick / "results" / "reproduction.md").read_text()
     assert "4.18" in table and "4.24" in table and table.count("\n| ") == len(rows) + 3  # study rows + ours
+    assert table_doc.read_text() == f"# Ours\n{TABLE_MARKERS[0]}\n{table}\n{TABLE_MARKERS[1]}\nstays\n"
     figures = {p.name for p in (quick / "results" / "figures").iterdir()}
     expected = {"error_vs_system_size.png", "error_vs_finetune_frames.png"}
     expected |= {f"{run}_loss.png" for run in scale.water_runs} | {

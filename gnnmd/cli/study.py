@@ -90,21 +90,28 @@ def add_reproduce(sub) -> None:
         help="only these model families' runs (e.g. csnequip); rows of the others already in --results are kept",
     )
     add_device(p)
-    p.add_argument("--update-readme", type=Path, help="also put the table into this README's reproduction block")
+    p.add_argument(
+        "--update-doc",
+        type=Path,
+        metavar="FILE",
+        help="also put the table between FILE's reproduction-table markers (e.g. docs/reproduction.md)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_reproduce)
 
 
 def run_reproduce(args) -> int:
-    from gnnmd.study.reproduction import Reproduction, update_readme
+    from gnnmd.study.reproduction import Reproduction, doc_table_block, update_doc
 
+    if args.update_doc:
+        doc_table_block(args.update_doc)  # a file without the block is refused before hours of work
     results = args.results or args.work / "results"
     report = Reproduction(
         args.scale, args.work, results, args.jobs, not args.no_progress, args.device, args.families
     ).run()
     table = (results / "reproduction.md").read_text()
-    if args.update_readme:
-        update_readme(args.update_readme, table)
+    if args.update_doc:
+        update_doc(args.update_doc, table)
     print(table)
     print(f"{len(report['rows'])} rows in {results / 'reproduction.json'}; figures in {results / 'figures'}")
     return 0

@@ -256,12 +256,23 @@ def _plain(value):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the block between the reproduction markers in README.md with the table."""
-    start, end = "<!-- reproduction table: start -->", "<!-- reproduction table: end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme}: has no '{start}' ... '{end}' block to update")
+TABLE_MARKERS = ("<!-- reproduction table: start -->", "<!-- reproduction table: end -->")
+
+
+def doc_table_block(doc: Path) -> tuple[str, str]:
+    """The text of a Markdown file before and after its reproduction table block; checked before a
+    three-hour run, so a file without the block is refused before anything is computed."""
+    start, end = TABLE_MARKERS
+    text = doc.read_text()
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"{doc}: needs one '{start}' line and, after it, one '{end}' line")
     head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f"{head}{start}\n{table}\n{end}{tail}")
+    return head, rest.split(end, 1)[1]
+
+
+def update_doc(doc: Path, table: str) -> None:
+    """Put the table between the reproduction markers of a document (docs/reproduction.md), changing
+    nothing else in it: the docs quote the latest results, and no other text of theirs is gnnmd's to write."""
+    head, tail = doc_table_block(doc)
+    start, end = TABLE_MARKERS
+    atomic_write_text(doc, f"{head}{start}\n{table}\n{end}{tail}")
