@@ -13,7 +13,7 @@ ranks (gnnmd.lammps.md does that, with the energy and the virial). The shares ad
 energy, and every force is the exact gradient of it: the same numbers as one rank's, up to rounding.
 
 Redundant alternative, not taken: ghosts out to 2 L x cutoff let a rank differentiate every term that
-touches its atoms and skip the sum, but hold several times more atoms (measured in the README)."""
+touches its atoms and skip the sum, but hold several times more atoms (measured in docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ _NEQUIP = dict(model="nequip", cutoff=4.0, hyper={"channels": 16, "layers": 2, "
 _EQFORCE = dict(model="eqforce", electrostatics="none", cutoff=3.4, batch_size=2, lr=1e-3, warmup_epochs=2,
                 lr_decay=0.85, hyper={"hidden": 64})  # fmt: skip
 # the study's network, with a Gaussian radial basis and no dropout: on the raw distance and with dropout 0.1
-# it collapsed to predicting zero on this data (see README, "Models")
+# it collapsed to predicting zero on this data (see docs/models.md)
 _CSNEQUIP = dict(_NEQUIP, model="csnequip")
 _MPNN = dict(model="mpnn", electrostatics="none", cutoff=3.4, batch_size=4, lr=1e-3, warmup_epochs=1, lr_decay=0.95,
              hyper={"hidden": 64, "radial": 16, "dropout": 0.0})  # fmt: skip
