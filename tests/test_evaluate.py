@@ -87,7 +87,8 @@ def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run,
     png = tmp_path / "eval.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # another system: its own type table (argon), zero-shot; default output next to the checkpoint
-    assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress",
+                 "--allow-unknown-types"]) == 0  # fmt: skip
     argon = json.loads((checkpoint.parent / f"eval-{argon_run.name}-all.json").read_text())
     assert argon["type_labels"] == ["Ar"] and argon["frames"] == 5
 
