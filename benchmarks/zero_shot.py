@@ -33,7 +33,9 @@ RANGE = [
 
 
 def evaluate(model: Path, data: Path, split: str) -> dict:
-    command, result = evaluation(["--model", str(model), "--data", str(data), "--split", split])
+    command, result = evaluation(
+        ["--model", str(model), "--data", str(data), "--split", split, "--allow-unknown-types"]
+    )
     return {"command": command, "family": result["family"], "force_mae": result["force_mae"],
             "mean_abs_force": result["mean_abs_force"], "relative_force_mae": result["relative_force_mae"],
             "frames": result["frames"]}  # fmt: skip

@@ -92,7 +92,8 @@ def test_cli_writes_json_table_and_parity_plot(checkpoint, water_run, argon_run,
     here.mkdir()
     monkeypatch.chdir(here)
     beside_model = sorted(p.name for p in checkpoint.parent.iterdir())
-    assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(checkpoint), "--data", str(argon_run), "--no-progress",
+                 "--allow-unknown-types"]) == 0  # fmt: skip
     name = f"eval-{checkpoint.parent.name}__{argon_run.name}-all"
     assert sorted(p.name for p in here.iterdir()) == [f"{name}.json", f"{name}.png"]
     argon = json.loads((here / f"{name}.json").read_text())

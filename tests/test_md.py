@@ -59,7 +59,7 @@ def test_md_records_a_model_failure_as_a_blown_up_run(argon_run, tmp_path, capsy
     code 1) instead of a crash that would lose the trajectory."""
     frames = load_frames(argon_run)
     model = build_model("eqforce", cutoff=6.0, hidden=16, layers=2, radial=8)
-    next(model.parameters()).data.fill_(float("nan"))
+    next(model.parameters()).data.fill_(1e38)  # finite weights (a NaN one is refused at load), overflowing forces
     path = save_checkpoint(tmp_path / "nan.pt", model, type_table=frames.topology.type_table(), normalisation={})
     out = tmp_path / "md"
     data_file = argon_run / "segment_000" / "system.data"

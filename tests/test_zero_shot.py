@@ -28,7 +28,8 @@ def test_water_model_predicts_an_unseen_lennard_jones_liquid(name, tmp_path):
     dataset = tmp_path / "liquid"
     assert main(["import", "--data", str(data_file), "--dump", str(dump), "--out", str(dataset)]) == 0
     result = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", MODEL, "--data", str(dataset), "--out", str(result), "--no-progress"]) == 0
+    args = ["evaluate", "--model", MODEL, "--data", str(dataset), "--out", str(result), "--allow-unknown-types"]
+    assert main([*args, "--no-progress"]) == 0
     report = json.loads(result.read_text())
     mae, mean_force = report["force_mae"], report["mean_abs_force"]
     assert mean_force > 0.3  # a liquid's forces, not a gas's

@@ -34,6 +34,11 @@ def add_evaluate(sub) -> None:
     )
     p.add_argument("--data", type=Path, required=True, help="dataset directory made by `gnnmd generate`")
     p.add_argument(
+        "--allow-unknown-types",
+        action="store_true",
+        help="evaluate even if the data has atom types the model was not trained on (zero-shot transfer), as gnnmd md",
+    )
+    p.add_argument(
         "--split",
         choices=("all", "val", "train"),
         default="all",
@@ -78,10 +83,10 @@ def run_evaluate(args) -> int:
         from gnnmd.inference.committee import evaluate_committee
 
         result, info = evaluate_committee(args.model, args.data, args.split, args.batch_size, not args.no_progress,
-                                          args.device, args.deviation_threshold)  # fmt: skip
+                                          args.device, args.deviation_threshold, args.allow_unknown_types)  # fmt: skip
     else:
         result, info = evaluate_checkpoint(
-            first, args.data, args.split, args.batch_size, not args.no_progress, args.device
+            first, args.data, args.split, args.batch_size, not args.no_progress, args.device, args.allow_unknown_types
         )
     members = f"committee of {len(args.model)}, " if len(args.model) > 1 else ""
     title = f"{info['family']} ({members}{first.name}) on {Path(args.data).name} [{args.split}]"
@@ -91,7 +96,7 @@ def run_evaluate(args) -> int:
     save_evaluation(result, out)
     print(format_table(result, title))
     if args.stress:
-        result["stress"] = _stress(first, args.data, args.split, info, args.lj_tail)
+        result["stress"] = _stress(first, args.data, args.split, info, args.lj_tail, args.allow_unknown_types)
         stress = result["stress"]
         print(f"virial MAE {stress['virial_mae_per_atom']:.4f} kcal/mol per atom; pressure (virial part) MAE "
               f"{stress['pressure_mae_atm']:.0f} atm (mean |P| component {stress['mean_abs_pressure_atm']:.0f} atm), "
@@ -163,7 +168,7 @@ def is_parity_plot(path: Path) -> bool:
     return head.startswith(b"\x89PNG\r\n\x1a\n") and SOFTWARE.encode() in head
 
 
-def _stress(model, data, split: str, info: dict, lj_tail: float | None = None) -> dict:
+def _stress(model, data, split: str, info: dict, lj_tail: float | None = None, allow_unknown_types=False) -> dict:
     """The model's virial errors against LAMMPS' virial of the same frames (a rerun with the dataset's own
     force field), on the frames of `split`."""
     import tempfile
@@ -184,5 +189,6 @@ def _stress(model, data, split: str, info: dict, lj_tail: float | None = None) -
         reference = reference_virials(data, work)
     if indices is not None:
         reference = reference[indices]
-    errors = virial_errors(model_virials(model, frames, indices, lj_tail), reference, frames, indices)
+    virials = model_virials(model, frames, indices, lj_tail, allow_unknown_types)
+    errors = virial_errors(virials, reference, frames, indices)
     return {**errors, "lj_tail": lj_tail}

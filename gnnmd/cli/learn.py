@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gnnmd.cli.common import set_threads
+from gnnmd.cli.common import positive_int, set_threads
 
 
 def add_learn(sub) -> None:
@@ -18,7 +18,9 @@ def add_learn(sub) -> None:
         "fine-tunes every member. Resumable: run the same command again. Writes OUT/report.json.",
     )
     p.add_argument("--data", type=Path, required=True, help="the dataset the committee was trained on")
-    p.add_argument("--models", type=Path, nargs="+", required=True, help="the committee: two or more checkpoints")
+    p.add_argument(
+        "--models", type=Path, nargs="+", required=True, help="the committee: two or more distinct checkpoints"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder of this run (created; reused to resume)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 370.0, 400.0], help="K, state points")
@@ -39,7 +41,7 @@ def add_learn(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--coulomb", choices=("lammps", "torch-pme"), default="lammps", help="as in gnnmd md")
     p.add_argument("--system", type=Path, help="LAMMPS data file MD starts from (default: the dataset's first)")
-    p.add_argument("--jobs", type=int, default=2, help="MD runs and fine-tunes side by side (one thread each)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="MD runs and fine-tunes side by side (one thread each)")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_learn)

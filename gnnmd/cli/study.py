@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gnnmd.cli.common import add_device
+from gnnmd.cli.common import add_device, positive_int
 
 
 def add_figures(sub) -> None:
@@ -82,7 +82,9 @@ def add_reproduce(sub) -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
     p.add_argument("--work", type=Path, default=Path("reproduce"), help="folder for data/, runs/, evals/, logs/")
     p.add_argument("--results", type=Path, help="where the JSON, table and figures go (default: WORK/results)")
-    p.add_argument("--jobs", type=int, help="trainings side by side, one torch thread each (default: the scale's)")
+    p.add_argument(
+        "--jobs", type=positive_int, help="trainings side by side, one torch thread each (default: the scale's)"
+    )
     p.add_argument(
         "--families",
         nargs="+",

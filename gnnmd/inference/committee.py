@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnnmd.inference.forces import ModelForces, with_coulomb
+from gnnmd.inference.forces import CoulombPart, ModelForces
 
 
 def force_deviation(forces: np.ndarray) -> np.ndarray:
@@ -49,8 +49,10 @@ class CommitteeForces:
         self.info, self.device = self.members[0].info, self.members[0].device
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
-        self.coulomb = None
+        self.coulomb: CoulombPart | None = None  # the same for every member: added once to their mean
+        self.prepared = False
         self.last_deviation: np.ndarray | None = None
+        self.last_virial: np.ndarray | None = None  # the members' mean virial (plus the Coulomb part's)
         self.wall_contacts: int | None = None  # calls in which a wall of any member acted
 
     @property
@@ -66,13 +68,6 @@ class CommitteeForces:
         for member in self.members:
             member.virial = value
 
-    @property
-    def last_virial(self) -> np.ndarray | None:
-        """The members' mean virial (that of the mean force's energy) of the last call."""
-        if self.members[0].last_virial is None:
-            return None
-        return np.mean([member.last_virial for member in self.members], axis=0)
-
     def _count_walls(self) -> None:
         counted = [m.wall_contacts is not None for m in self.members]
         if any(counted):
@@ -86,20 +81,16 @@ class CommitteeForces:
         mean = forces.mean(axis=0)
         energies = [e for _, e in results]
         energy = None if any(e is None for e in energies) else float(np.mean(energies))
-        if self.electrostatics is not None:
-            mean, energy = self._add_coulomb(positions, cell, mean, energy)
+        virials = [member.last_virial for member in self.members]
+        virial = None if not self.virial or virials[0] is None else np.mean(virials, axis=0)
+        if not self.prepared:
+            part = CoulombPart.of(self.electrostatics, self.topology, cell)
+            self.coulomb, self.prepared = None if part is None else part.to(self.device), True
+        if self.coulomb is not None:
+            positions, cell = np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64)
+            mean, energy, virial = self.coulomb.add(positions, cell, mean, energy, virial)
+        self.last_virial = virial
         return mean, energy
-
-    def _add_coulomb(self, positions, cell, forces, energy):
-        import torch
-
-        if self.coulomb is None:
-            self.coulomb = with_coulomb(self.members[0].model, self.electrostatics, self.topology, cell)
-        if not hasattr(self.coulomb, "electrostatics"):  # a system without charges
-            return forces, energy
-        e, f = self.coulomb.electrostatics(torch.from_numpy(np.asarray(positions, dtype=np.float64)),
-                                           torch.from_numpy(np.asarray(cell, dtype=np.float64)))  # fmt: skip
-        return forces + f.numpy(), None if energy is None else energy + float(e)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -139,7 +130,8 @@ def deviation_quality(deviation: np.ndarray, error: np.ndarray, threshold: float
 
 
 def evaluate_committee(model_paths, data_path, split: str = "all", batch_size: int = 1, progress: bool = True,
-                       device: str = "cpu", threshold: float | None = None):  # fmt: skip
+                       device: str = "cpu", threshold: float | None = None,
+                       allow_unknown_types: bool = False):  # fmt: skip
     """`evaluate_checkpoint` of a committee: the errors of the members' mean force (the force MD uses), each
     member's force MAE, and how well the force deviation predicts the true error (deviation_quality), per
     atom and per frame (a frame's largest deviation against its largest error)."""
@@ -148,7 +140,8 @@ def evaluate_committee(model_paths, data_path, split: str = "all", batch_size: i
     from gnnmd.inference.evaluate import evaluate_checkpoint
     from gnnmd.inference.metrics import ForceMetrics
 
-    runs = [evaluate_checkpoint(path, data_path, split, batch_size, progress, device) for path in model_paths]
+    runs = [evaluate_checkpoint(path, data_path, split, batch_size, progress, device, allow_unknown_types)
+            for path in model_paths]  # fmt: skip
     result, info = runs[0]
     preds = np.stack([run.pop("pred") for run, _ in runs])  # (K, M, 3), the same frames in the same order
     mean = preds.mean(axis=0)

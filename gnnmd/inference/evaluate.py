@@ -16,7 +16,7 @@ from tqdm import tqdm
 from gnnmd.data import FrameDataset, load_frames, make_loader, run_split
 from gnnmd.devices import resolve_device
 from gnnmd.files import atomic_write_text
-from gnnmd.inference.forces import ModelForces, with_coulomb
+from gnnmd.inference.forces import ModelForces, check_types_known, with_coulomb
 from gnnmd.inference.metrics import COMPONENTS, ForceMetrics, type_labels
 from gnnmd.models.checkpoint import load_model
 from gnnmd.progress import hidden
@@ -144,16 +144,18 @@ def format_table(result: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(
-    model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True, device: str = "cpu"
-):
+def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: int = 1, progress: bool = True,
+                        device: str = "cpu", allow_unknown_types: bool = False):  # fmt: skip
     """Errors of a checkpoint on a dataset (all of it, or the val/train split of its own run), computed
-    on `device` (gnnmd.devices)."""
+    on `device` (gnnmd.devices). A system with atom types the model was not trained on is refused, as
+    gnnmd md refuses it (check_types_known), unless `allow_unknown_types` (zero-shot transfer)."""
     model, info = load_model(model_path)
     frames = load_frames(Path(data_path))
     indices = None
     if split != "all":
         frames, indices = select_frames(frames, info, split)
+    if not allow_unknown_types:
+        check_types_known(frames.topology, info["type_table"], str(model_path), str(data_path))
     cutoff = model.cutoff
     model = with_coulomb(model, info.get("electrostatics"), frames.topology, frames.mean_cell())
     model = model.to(resolve_device(device))
@@ -168,29 +170,24 @@ def evaluate_checkpoint(
     return result, info
 
 
-def model_virials(model_path, frames, indices=None, lj_tail: float | None = None) -> np.ndarray:
-    """The virial (M, 3, 3, kcal/mol) an energy model gives the frames `indices` (all by default): the
-    learned part's (ModelForces) plus, for a PME-trained model, the Coulomb part's, plus the mean-field
+def model_virials(model_path, frames, indices=None, lj_tail: float | None = None,
+                  allow_unknown_types: bool = False) -> np.ndarray:  # fmt: skip
+    """The virial (M, 3, 3, kcal/mol) an energy model gives the frames `indices` (all by default): that
+    of ModelForces (the learned part plus, for a PME-trained model, the Coulomb part), plus the mean-field
     Lennard-Jones between the model's cutoff and `lj_tail` (A) if given (gnnmd.inference.lj_tail)."""
     from gnnmd.inference.lj_tail import for_model
-    from gnnmd.models.electrostatics import Electrostatics, has_charges
 
-    forces_of = ModelForces(model_path, frames.topology, electrostatics=False, skin=0.0)
+    forces_of = ModelForces(model_path, frames.topology, allow_unknown_types=allow_unknown_types, skin=0.0)
     if not forces_of.supports_virial:
         raise ValueError(f"{model_path}: a {forces_of.info['family']} model has no energy, so no virial")
     forces_of.virial = True
-    pme = forces_of.info.get("electrostatics")
-    coulomb = None
-    if pme and has_charges(frames.topology):
-        coulomb = Electrostatics.for_system(frames.topology, frames.mean_cell(), pme)
+    forces_of.prepare(frames.mean_cell())  # the PME mesh of the whole dataset, as evaluation uses
     tail = None if lj_tail is None else for_model(forces_of.info, frames.topology, lj_tail)
     out = []
     for k in range(len(frames)) if indices is None else indices:
         positions, cell = frames.positions[k].astype(np.float64), frames.cells[k].astype(np.float64)
         forces_of(positions, cell)
         virial = forces_of.last_virial
-        if coulomb is not None:
-            virial = virial + coulomb.virial(positions, cell)
         if tail is not None:
             virial = virial + tail.virial(abs(float(np.linalg.det(cell))))
         out.append(virial)

@@ -1,8 +1,14 @@
 """A checkpoint as a force function of one system: positions and cell in, forces (and energy) out.
-Used wherever a trained model meets raw coordinates: MD inside LAMMPS, interaction probes, evaluation.
-A model that learned reference minus Coulomb gets its PME Coulomb added back here (`with_coulomb`)."""
+Used wherever a trained model meets raw coordinates: MD inside LAMMPS, interaction probes, ASE, evaluation.
+
+A model that learned reference minus Coulomb gets its PME Coulomb added back here and nowhere else:
+`CoulombPart` decides whether there is one (the checkpoint's PME settings and a system with charges) and
+gives its energy, forces and virial; ModelForces (and CommitteeForces) add it per frame, WithCoulomb per
+batch of graphs (evaluation). Every caller gets the same sum."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -19,7 +25,8 @@ from gnnmd.models.electrostatics import Electrostatics, has_charges
 
 def check_types_known(topology, type_table: list[dict], source: str, system: str) -> None:
     """Every atom type of the system must be one the model was trained on, matched by its physical
-    parameters (charge, epsilon, sigma); the model never saw anything else."""
+    parameters (charge, epsilon, sigma); the model never saw anything else. The one model/system check
+    of gnnmd md, gnnmd evaluate and the ASE calculator."""
     known = [(t["charge"], t["epsilon"], t["sigma"]) for t in type_table]
     for row in topology.type_table():
         params = (row["charge"], row["epsilon"], row["sigma"])
@@ -29,7 +36,8 @@ def check_types_known(topology, type_table: list[dict], source: str, system: str
             )
             raise ValueError(
                 f"{system}: atom type {row['type_id']} ({row['name']}: q={row['charge']}, eps={row['epsilon']}, "
-                f"sigma={row['sigma']}) is unknown to the model in {source}, which knows {names}"
+                f"sigma={row['sigma']}) is unknown to the model in {source}, which knows {names} "
+                "(--allow-unknown-types for zero-shot use)"
             )
 
 
@@ -79,7 +87,8 @@ class ModelForces:
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.topology = topology
         self.electrostatics = self.info.get("electrostatics") if electrostatics else None
-        self.with_coulomb = None  # PME set up on the first cell seen (or by `prepare`)
+        self.coulomb: CoulombPart | None = None  # the PME Coulomb part, set up on the first cell (or by `prepare`)
+        self.prepared = False
         self.engine = None
         self.virial = False  # set True to have `last_virial` (3x3, kcal/mol: -dE/d strain) of each call
         self.last_virial: np.ndarray | None = None
@@ -104,17 +113,32 @@ class ModelForces:
 
     def prepare(self, cell: np.ndarray) -> None:
         """Set up what depends on the system's cell once (the PME mesh), before the first call."""
-        self.with_coulomb = with_coulomb(self.model, self.electrostatics, self.topology, cell).to(self.device)
+        self.coulomb = CoulombPart.of(self.electrostatics, self.topology, cell)
+        self.coulomb = None if self.coulomb is None else self.coulomb.to(self.device)
+        self.prepared = True
 
     def __call__(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
-        if self.with_coulomb is None:
+        """Forces and energy of the learned part plus the Coulomb part (if any); with `virial`, the sum's
+        virial in `last_virial`."""
+        positions, cell = np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64)
+        if not self.prepared:
             self.prepare(cell)
         if self.engine is not None:
-            return self._tabulated(np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64))
+            forces, energy = self._tabulated(positions, cell)
+        else:
+            forces, energy = self._network(positions, cell)
+        if self.coulomb is not None:
+            virial = self.last_virial if self.virial and self.engine is not None else None
+            forces, energy, virial = self.coulomb.add(positions, cell, forces, energy, virial)
+            self.last_virial = virial if virial is not None else self.last_virial
+        return forces, energy
+
+    def _network(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The network itself on a graph built afresh (direct-force models, or tabulate=False)."""
         graph = self.builder(positions, cell).to(self.device)
         context = torch.enable_grad() if getattr(self.model, "needs_grad", False) else torch.no_grad()
         with context:
-            out = self.with_coulomb(graph)
+            out = self.model(graph)
         forces = out["forces"].detach().double().cpu().numpy()
         energy = out.get("energy")
         return forces, None if energy is None else float(energy.detach().sum())
@@ -152,11 +176,6 @@ class ModelForces:
         if self.virial:  # -dE/d(strain), symmetrised (the energy is rotation invariant)
             derivative = grads[1].double().cpu().numpy()
             self.last_virial = -0.5 * (derivative + derivative.T)
-        if isinstance(self.with_coulomb, WithCoulomb):
-            coulomb_energy, coulomb_forces = self.with_coulomb.electrostatics(
-                torch.from_numpy(positions).to(self.device), torch.from_numpy(cell).to(self.device)
-            )
-            forces, energy = forces + coulomb_forces.cpu().numpy(), energy + float(coulomb_energy)
         return forces, energy
 
     def _wall_pairs(self):
@@ -169,33 +188,76 @@ class ModelForces:
         return None if walls is None else (walls[0], walls[1].to(self.dtype), walls[2].to(self.dtype))
 
 
-class WithCoulomb(torch.nn.Module):
-    """A model (any family) plus PME Coulomb: energies and forces summed per graph, for inference.
+class CoulombPart(torch.nn.Module):
+    """The PME Coulomb part of one system that a model trained on reference minus Coulomb leaves out:
+    energy (kcal/mol), forces (kcal/mol/A) and virial (3x3, kcal/mol), computed in float64 on the device
+    it is moved to. `of` builds it from a checkpoint's PME settings, or says there is none."""
 
-    All graphs of a batch must be frames of the system `electrostatics` was built for."""
-
-    def __init__(self, model: torch.nn.Module, electrostatics: Electrostatics):
+    def __init__(self, electrostatics: Electrostatics):
         super().__init__()
-        self.model = model
         self.electrostatics = electrostatics
-        self.family = getattr(model, "family", None)
-        self.needs_grad = getattr(model, "needs_grad", False)
+        self._on_cpu = None  # a CPU copy for the virial when the part lives on another device
 
-    def forward(self, batch) -> dict:
-        out = dict(self.model(batch))
-        n_graphs = int(getattr(batch, "num_graphs", 1) or 1)
+    @classmethod
+    def of(cls, settings: dict | None, topology, cell) -> CoulombPart | None:
+        """The part for this system (mesh chosen for one representative cell), or None: a model trained
+        without PME (`settings` None) or a system without charges (argon, zero-shot) has no Coulomb part."""
+        if not settings or not has_charges(topology):
+            return None
+        return cls(Electrostatics.for_system(topology, cell, settings))
+
+    def frame(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energy, forces) of one frame, float64 tensors on the part's device."""
+        device = self.electrostatics.charges.device
+        return self.electrostatics(positions.to(device, torch.float64), cell.to(device, torch.float64))
+
+    def virial(self, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """Minus the strain derivative of the Coulomb energy (symmetrised), computed on the CPU."""
+        if self.electrostatics.charges.device.type == "cpu":
+            return self.electrostatics.virial(positions, cell)
+        if self._on_cpu is None:
+            self._on_cpu = copy.deepcopy(self.electrostatics).cpu()
+        return self._on_cpu.virial(positions, cell)
+
+    def add(self, positions: np.ndarray, cell: np.ndarray, forces: np.ndarray, energy: float | None,
+            virial: np.ndarray | None = None) -> tuple[np.ndarray, float | None, np.ndarray | None]:  # fmt: skip
+        """The learned part's forces, energy and virial (None: not computed) plus the Coulomb part's."""
+        coulomb_energy, coulomb_forces = self.frame(torch.from_numpy(positions), torch.from_numpy(cell))
+        forces = forces + coulomb_forces.cpu().numpy()
+        energy = None if energy is None else energy + float(coulomb_energy)
+        virial = None if virial is None else virial + self.virial(positions, cell)
+        return forces, energy, virial
+
+    def batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energies (G,), forces (N, 3)) of every graph of a batch of frames of this system."""
         ptr = getattr(batch, "ptr", None)
         ptr = ptr.tolist() if ptr is not None else [0, batch.num_nodes]
         cells = batch.cell.reshape(-1, 3, 3)
-        energies, forces = [], []
-        for g in range(n_graphs):
-            e, f = self.electrostatics(batch.pos[ptr[g] : ptr[g + 1]].to(torch.float64), cells[g])
-            energies.append(e)
-            forces.append(f)
-        forces = torch.cat(forces).to(out["forces"].dtype)
+        parts = [self.frame(batch.pos[ptr[g] : ptr[g + 1]], cells[g]) for g in range(len(ptr) - 1)]
+        return torch.stack([e for e, _ in parts]), torch.cat([f for _, f in parts])
+
+
+class WithCoulomb(torch.nn.Module):
+    """A model (any family) plus its Coulomb part (a CoulombPart, or the Electrostatics of one): energies
+    and forces summed per graph, for evaluation. All graphs of a batch must be frames of that system."""
+
+    def __init__(self, model: torch.nn.Module, coulomb: CoulombPart | Electrostatics):
+        super().__init__()
+        self.model = model
+        self.coulomb = coulomb if isinstance(coulomb, CoulombPart) else CoulombPart(coulomb)
+        self.family = getattr(model, "family", None)
+        self.needs_grad = getattr(model, "needs_grad", False)
+
+    @property
+    def electrostatics(self) -> Electrostatics:
+        return self.coulomb.electrostatics
+
+    def forward(self, batch) -> dict:
+        out = dict(self.model(batch))
+        energies, forces = self.coulomb.batch(batch)
+        forces = forces.to(out["forces"].dtype)
         out["forces"] = out["forces"] + forces
         out["coulomb_forces"] = forces
-        energies = torch.stack(energies)
         if "energy" in out and out["energy"] is not None:
             out["energy"] = out["energy"] + energies.to(out["energy"].dtype)
         out["coulomb_energy"] = energies
@@ -203,9 +265,7 @@ class WithCoulomb(torch.nn.Module):
 
 
 def with_coulomb(model: torch.nn.Module, config: dict | None, topology, cell) -> torch.nn.Module:
-    """The model as trained (`config` None) or, for a model that learned reference minus Coulomb (a
-    checkpoint's `electrostatics` settings), model + PME Coulomb for this system (one representative cell).
-    A system without charges (argon, zero-shot) has no Coulomb term: the model alone."""
-    if config is None or not has_charges(topology):
-        return model
-    return WithCoulomb(model, Electrostatics.for_system(topology, cell, config))
+    """The model as trained (no Coulomb part: `CoulombPart.of`) or model + PME Coulomb for this system
+    (one representative cell), as a module of graph batches."""
+    part = CoulombPart.of(config, topology, cell)
+    return model if part is None else WithCoulomb(model, part)

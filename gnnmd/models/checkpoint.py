@@ -10,6 +10,7 @@ cutoff that the file kept beside them), so every older checkpoint loads and pred
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -114,6 +115,20 @@ def _upgrade(payload: dict, path) -> dict:
     return payload
 
 
+def _check_finite(payload: dict, path) -> None:
+    """Weights, buffers (type keys, scales, walls) and the type table must be finite numbers: a NaN there
+    gives NaN forces, or silently another type's parameters, in everything the model is used for."""
+    bad = [key for key, value in payload["state_dict"].items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]  # fmt: skip
+    for row in payload["type_table"]:
+        values = [row.get(key) for key in ("charge", "epsilon", "sigma")]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            bad.append(f"type_table ({row.get('name')}: {values})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"{path}: non-finite values (NaN or inf) in {', '.join(bad[:3])}{more}; not a usable model")
+
+
 def load_model(path, family: str | None = None):
     """(model in eval mode, info) from a checkpoint. `family`, if given, must match the file's."""
     payload = read_checkpoint(path)
@@ -124,6 +139,7 @@ def load_model(path, family: str | None = None):
         raise ValueError(
             f"{path}: model family {found!r} is unknown to this gnnmd (known: {', '.join(sorted(MODELS))})"
         )
+    _check_finite(payload, path)
     try:
         model = build_model(found, **payload["hyper"])
         model.load_state_dict(payload["state_dict"])

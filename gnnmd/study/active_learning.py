@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gnnmd.data.reader import ADDED_ORIGIN, read_manifest
 from gnnmd.files import FolderLock, atomic_write_text
@@ -60,10 +61,27 @@ class LearnPlan:
     def check(self) -> None:
         if len(self.models) < 2:
             raise ValueError(f"active learning needs a committee of at least two models, got {len(self.models)}")
-        if self.rounds < 1 or self.steps < 1 or self.max_frames < 1 or self.epochs < 1:
-            raise ValueError("rounds, steps, max-frames and epochs must be positive")
+        if self.rounds < 1 or self.steps < 1 or self.max_frames < 1 or self.epochs < 1 or self.jobs < 1:
+            raise ValueError("rounds, steps, max-frames, epochs and jobs must be positive")
         if self.ensemble not in ("nve", "nvt") or not self.temperatures:
             raise ValueError("give at least one temperature, and ensemble nve or nvt")
+
+
+def check_distinct(models) -> None:
+    """A committee's members must differ: the same file twice, or two files with the same weights, agree
+    everywhere, so their deviation is zero and active learning would pick nothing and add nothing."""
+    seen = []
+    for path in models:
+        where, weights = Path(path).resolve(), read_checkpoint(path)["state_dict"]
+        for other, other_weights in seen:
+            same = "is given twice" if where == other else f"has the same weights as {other}"
+            if where == other or _same_weights(weights, other_weights):
+                raise ValueError(f"{path}: {same}; a committee needs distinct members (trained with other seeds)")
+        seen.append((where, weights))
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
 def _plain(plan: LearnPlan) -> dict:
@@ -75,6 +93,7 @@ class ActiveLearning:
 
     def __init__(self, plan: LearnPlan, out, progress: bool = True):
         plan.check()
+        check_distinct(plan.models)
         self.plan, self.out, self.progress = plan, Path(out).resolve(), progress
         self.data = Path(plan.data).resolve()
         self.base = read_manifest(self.data)

@@ -120,9 +120,11 @@ class Reproduction:
         steps = []
         for run, system, split, _ in planned:
             out = self.evals / f"{run}__{system}-{split}.json"
+            # a water model on argon is zero-shot: atom types it was not trained on
+            zero_shot = ["--allow-unknown-types"] if run in self.water_runs and system == "argon" else []
             argv = ["evaluate", "--model", str(self.runs / run / "best.pt"), "--data", str(self.data / system),
                     "--split", split, "--out", str(out), "--threads", "1", "--device", self.device,
-                    "--no-progress"]  # fmt: skip
+                    "--no-progress", *zero_shot]  # fmt: skip
             steps.append(Step(f"evaluate-{run}-{system}", argv, out))
         return steps
 
