@@ -52,11 +52,11 @@ def checkpoint_for(family: str, pme: bool, frames, folder: Path) -> Path:
     from gnnmd.models.electrostatics import Electrostatics
 
     model, info = shipped_model(family)
-    if info is not None and (info["electrostatics"] or not pme):
-        return Path(info["path"])
+    if info is not None and (info.electrostatics or not pme):
+        return Path(info.path)
     settings = Electrostatics.for_system(frames.topology, frames.mean_cell()).config() if pme else None
-    type_table = info["type_table"] if info else frames.topology.type_table()
-    normalisation = info["normalisation"] if info else {}
+    type_table = info.type_table if info else frames.topology.type_table()
+    normalisation = info.normalisation if info else {}
     return save_checkpoint(
         folder / f"{family}.pt", model, type_table=type_table, normalisation=normalisation, electrostatics=settings
     )

@@ -52,7 +52,7 @@ def per_frame_rows(model_path: Path, data: Path, system: str) -> list[dict]:
     density = (n_atoms // 3) * WATER_MASS_G_PER_MOL / (AVOGADRO_PER_A3 * volume)
     split = np.full(len(frames), "test", dtype=object)  # frames the model never trained on
     if system == "water":
-        train, val = run_frames(frames, info["config"] or {})
+        train, val = run_frames(frames, info.config or {})
         split[train], split[val] = "train", "val"
     return [
         {

@@ -94,8 +94,8 @@ def measure(checkpoint: Path, system, mode: str, args) -> dict:
         seconds, calls = time_static(forces_of, positions, cell, args.repeats)
     verlet = getattr(forces_of, "verlet", None)
     return {
-        "model": forces_of.info["family"],
-        "electrostatics": "pme" if forces_of.info.get("electrostatics") else "none",
+        "model": forces_of.info.family,
+        "electrostatics": "pme" if forces_of.info.electrostatics else "none",
         "atoms": topology.n_atoms,
         "mode": mode,
         "atoms_per_second": topology.n_atoms / seconds,

@@ -85,4 +85,4 @@ class GnnmdCalculator(Calculator):
             self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # Voigt: xx yy zz yz xz xy
         missing = [p for p in properties if p not in self.results]
         if missing:
-            raise PropertyNotImplementedError(f"a {self.forces_of.info['family']} model gives no {', '.join(missing)}")
+            raise PropertyNotImplementedError(f"a {self.forces_of.info.family} model gives no {', '.join(missing)}")

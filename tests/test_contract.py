@@ -263,7 +263,7 @@ def test_checkpoint_round_trip(models, water, argon, family, tmp_path):
     )
     loaded, info = load_model(path, family=family)
     assert type(loaded) is MODELS[family] and not loaded.training
-    assert info["family"] == family and info["hyper"] == model.hyper and loaded.cutoff == model.cutoff == CUTOFF
+    assert info.family == family and info.hyper == model.hyper and loaded.cutoff == model.cutoff == CUTOFF
     for frames in (water, argon):
         graph = graph_of(*frame(frames, 4), torch.float32)
         out, out_loaded = predict(model, graph), predict(loaded, graph)

@@ -39,11 +39,11 @@ def checkpoint(water_run, tmp_path_factory):
 def test_metrics_agree_with_a_direct_computation(checkpoint, water_run):
     model, info = load_model(checkpoint)
     frames = load_frames(water_run)
-    result = evaluate_model(model, frames, info["cutoff"], [0, 3, 7], batch_size=2, progress=False)
+    result = evaluate_model(model, frames, info.cutoff, [0, 3, 7], batch_size=2, progress=False)
     with torch.no_grad():
         from gnnmd.data import FrameDataset
 
-        ds = FrameDataset(frames, info["cutoff"], [0, 3, 7])
+        ds = FrameDataset(frames, info.cutoff, [0, 3, 7])
         pred = np.concatenate([model(ds[k])["forces"].numpy() for k in range(3)])
     ref = frames.forces[[0, 3, 7]].reshape(-1, 3)
     types = np.tile(frames.topology.types, 3)
@@ -119,7 +119,7 @@ def test_energy_errors_per_atom_for_energy_models_and_a_note_for_direct_ones(che
 
     frames = load_frames(water_run)
     model, info = load_model(checkpoint)
-    direct = evaluate_model(model, frames, info["cutoff"], [0, 1], progress=False)
+    direct = evaluate_model(model, frames, info.cutoff, [0, 1], progress=False)
     assert direct["energy"] == "not predicted (a direct-force model)" and "energy_mae_per_atom" not in direct
     torch.manual_seed(0)
     nequip = build_model("nequip", channels=4, layers=1, cutoff=3.0)

@@ -178,3 +178,22 @@ def test_an_import_with_its_log_has_the_reference_for_reruns(water_run, tmp_path
     assert "no reference force field" in capsys.readouterr().out
     with pytest.raises(ValueError, match="manifest.json: names no reference force field"):
         cached_reference_virials(bare)
+
+
+def test_shipped_older_checkpoints_load_typed_with_their_old_pme_settings():
+    """Checkpoints written before the force field was described (formats 1 and 2: the cutoff stored twice,
+    the PME real-space cutoff once called `cutoff`, two special weights) load as CheckpointInfo: one
+    cutoff, 1-4 pairs full as they were, no force field."""
+    from pathlib import Path
+
+    from gnnmd.models.checkpoint import read_checkpoint, read_info
+
+    shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
+    raw = torch.load(shipped / "nequip-pme-water" / "best.pt", weights_only=True)
+    assert raw["format_version"] == 1 and raw["electrostatics"]["special"] == [0.0, 0.0] and "cutoff" in raw
+    info = read_info(shipped / "nequip-pme-water" / "best.pt")
+    assert info.cutoff == raw["cutoff"] and "cutoff" not in read_checkpoint(info.path)
+    assert info.pme == PMESettings(accuracy=raw["electrostatics"]["accuracy"], special=(0.0, 0.0, 1.0), angle=True,
+                                   real_space_cutoff=raw["electrostatics"]["cutoff"])  # fmt: skip
+    assert info.force_field is None and read_info(shipped / "nequip-argon-finetuned" / "best.pt").pme is None
+    assert read_info(shipped / "csnequip-pme-water-al-stress" / "best.pt").pme.special == (0.0, 0.0, 1.0)

@@ -35,7 +35,7 @@ def test_gpu_training_gives_a_checkpoint_the_cpu_evaluates(water_run, tmp_path):
     args += ["--hyper", "channels=4", "--hyper", "layers=1", "--cutoff", "4.0", "--epochs", "1", "--no-progress"]
     assert main([*args, "--device", "cuda"]) == 0
     model, info = load_model(tmp_path / "gpu" / "best.pt")
-    assert all(t.device.type == "cpu" for t in model.state_dict().values()) and info["electrostatics"]
+    assert all(t.device.type == "cpu" for t in model.state_dict().values()) and info.electrostatics
     maes = []
     for device in ("cpu", "cuda"):
         out = tmp_path / f"eval-{device}.json"

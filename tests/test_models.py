@@ -117,8 +117,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(water, tmp_path, fami
     graph = _graph(water, k=2)
     with torch.no_grad():
         assert torch.equal(model(graph)["forces"], loaded(graph)["forces"])
-    assert info["family"] == family and info["cutoff"] == CUTOFF and info["type_table"] == table
-    assert info["hyper"] == model.hyper and info["gnnmd_version"]
+    assert info.family == family and info.cutoff == CUTOFF and info.type_table == table
+    assert info.hyper == model.hyper and info.gnnmd_version
     assert float(loaded.force_scale) == 17.5
     assert not list(tmp_path.glob("*.tmp"))  # written via a temp file, renamed
     plain = tmp_path / "plain"

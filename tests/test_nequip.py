@@ -237,7 +237,7 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
     assert torch.equal(new.core_radius, walled.core_radius) and torch.equal(new.stretch_radius, walled.stretch_radius)
     for name, value in walled.state_dict().items():
         assert torch.equal(new.state_dict()[name], value), name
-    assert info["normalisation"]["walls"]["margin"] == 0.9
+    assert info.normalisation["walls"]["margin"] == 0.9
 
     stronger = tmp_path / "stronger.pt"
     assert (
@@ -259,7 +259,7 @@ def test_walls_refit_onto_a_trained_model(water, water_run, tmp_path, capsys):
         == 0
     )
     model, info = load_model(stronger)
-    assert model.core_strength == 5e4 == info["hyper"]["core_strength"] and model.core_margin == 0.95
+    assert model.core_strength == 5e4 == info.hyper["core_strength"] and model.core_margin == 0.95
     assert torch.allclose(model.core_radius, walled.core_radius / 0.9 * 0.95)
 
     capsys.readouterr()
@@ -346,7 +346,7 @@ def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
     assert main(["finetune", "--from", str(tmp_path / "parent" / "best.pt"), "--data", str(argon_run),
                  "--cutoff", "6.0", "--name", "argon", *common]) == 0  # fmt: skip
     child, info = load_model(tmp_path / "argon" / "best.pt")
-    assert info["cutoff"] == 6.0 and info["hyper"]["cutoff"] == 6.0 and child.cutoff == 6.0
+    assert info.cutoff == 6.0 and info.hyper["cutoff"] == 6.0 and child.cutoff == 6.0
     argon = load_frames(argon_run)
     graph = build_graph(argon.topology, argon.positions[0], argon.cells[0], 6.0)
     # the neighbour count was refitted on argon at 6 A (about 17 neighbours), not kept from water at 4 A
@@ -357,4 +357,4 @@ def test_finetune_with_a_longer_cutoff(water_run, argon_run, tmp_path):
     assert main(["finetune", "--from", str(tmp_path / "eq" / "best.pt"), "--data", str(argon_run), "--cutoff", "6.0",
                  "--name", "eq-argon", *common]) == 0  # fmt: skip
     eq_child, eq_info = load_model(tmp_path / "eq-argon" / "best.pt")
-    assert eq_info["cutoff"] == 6.0 and float(eq_child.basis.centers.max()) == pytest.approx(6.0)
+    assert eq_info.cutoff == 6.0 and float(eq_child.basis.centers.max()) == pytest.approx(6.0)

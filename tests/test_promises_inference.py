@@ -55,7 +55,7 @@ def test_every_caller_gets_the_learned_part_plus_the_one_coulomb_part(water_run,
     learned.virial = True
     f_learned, e_learned = learned(positions, cell)
     v_learned = learned.last_virial
-    part = CoulombPart.of(learned.info["electrostatics"], frames.topology, frames.mean_cell())
+    part = CoulombPart.of(learned.info.electrostatics, frames.topology, frames.mean_cell())
     e_coulomb, f_coulomb = (t.numpy() for t in part.frame(torch.from_numpy(positions), torch.from_numpy(cell)))
     v_coulomb = part.virial(positions, cell)
     assert np.abs(f_coulomb).max() > 1.0 and np.abs(v_coulomb).max() > 1.0  # the Coulomb part is there
@@ -88,8 +88,8 @@ def test_every_caller_gets_the_learned_part_plus_the_one_coulomb_part(water_run,
     assert np.allclose(committee.last_virial, (v_learned + other.last_virial) / 2 + v_coulomb, atol=1e-3)
     # evaluation's module of graph batches: the network plus the same part
     model, info = load_model(a)
-    graph = FrameDataset(frames, info["cutoff"], [2])[0]
-    out = with_coulomb(model, info["electrostatics"], frames.topology, frames.mean_cell())(graph)
+    graph = FrameDataset(frames, info.cutoff, [2])[0]
+    out = with_coulomb(model, info.electrostatics, frames.topology, frames.mean_cell())(graph)
     assert np.allclose(out["coulomb_forces"].double().numpy(), f_coulomb, atol=1e-4)
     assert np.allclose(out["forces"].detach().double().numpy(), forces, atol=1e-3 * np.abs(forces).max())
 

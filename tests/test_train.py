@@ -17,7 +17,7 @@ import torch
 from gnnmd.cli import main
 from gnnmd.data import load_frames, split_indices
 from gnnmd.inference.evaluate import evaluate_model
-from gnnmd.models.checkpoint import load_model, read_checkpoint
+from gnnmd.models.checkpoint import load_model, read_checkpoint, read_info
 from gnnmd.train import TrainConfig as PackageTrainConfig
 from gnnmd.train.trainer import TrainConfig, train
 
@@ -50,7 +50,7 @@ def test_force_only_training_cuts_the_loss_5x_below_predicting_zero(water_run, t
     frames = load_frames(water_run)
     train_idx, _ = split_indices(frames)
     model, info = load_model(tmp_path / "fit" / "checkpoints" / "epoch_0030.pt")
-    result = evaluate_model(model, frames, info["cutoff"], train_idx, progress=False)
+    result = evaluate_model(model, frames, info.cutoff, train_idx, progress=False)
     # predicting zero (seed 000's collapse) has MAE = mean |F|; 300 steps must get 5x below that
     assert result["force_mae"] < 0.2 * result["mean_abs_force"], result["force_mae"]
     rows = list(csv.DictReader(open(tmp_path / "fit" / "metrics.csv")))
@@ -143,11 +143,11 @@ def test_finetune_keeps_frozen_parts_bit_identical(water_run, argon_run, tmp_pat
     assert changed and not frozen & set(changed)
     assert all(n.startswith(("layers.1", "layers.2", "edge_head")) for n in changed)
     # types from the new data, parent recorded, normalisation from the new data
-    assert [row["name"] for row in info["type_table"]] == ["Ar"]
-    assert info["parent"]["path"] == str(parent.resolve()) and len(info["parent"]["sha256"]) == 64
-    assert info["parent"]["type_table"][0]["name"] == "O"
-    assert info["normalisation"]["force_scale"] < 0.2 * info["parent"]["normalisation"]["force_scale"]
-    assert parent_summary["model"] == info["family"] == "eqforce"
+    assert [row["name"] for row in info.type_table] == ["Ar"]
+    assert info.parent["path"] == str(parent.resolve()) and len(info.parent["sha256"]) == 64
+    assert info.parent["type_table"][0]["name"] == "O"
+    assert info.normalisation["force_scale"] < 0.2 * info.parent["normalisation"]["force_scale"]
+    assert parent_summary["model"] == info.family == "eqforce"
     loaded = TrainConfig.from_json(tmp_path / "argon" / "config.json")
     assert loaded.freeze == ("encoders", "mp1") and loaded.model == "eqforce" and loaded.init_from == str(parent)
     assert (
@@ -218,15 +218,18 @@ def test_pme_training_learns_the_remainder_and_evaluation_adds_coulomb_back(wate
 
     torch.set_num_threads(1)
     summary = train(_config(water_run, tmp_path, name="pme", electrostatics="auto", epochs=2))
-    info = read_checkpoint(tmp_path / "pme" / "best.pt")
-    assert info["config"]["electrostatics"] == "pme" and info["electrostatics"]["real_space_cutoff"] > 0
+    info = read_info(tmp_path / "pme" / "best.pt")
+    assert info.config["electrostatics"] == "pme" and info.pme.real_space_cutoff > 0
+    # the PME baseline is the dataset's reference force field's, which the checkpoint carries
+    assert info.force_field == json.loads((water_run / "manifest.json").read_text())["force_field"]
+    assert info.pme.special == (0.0, 0.0, 1.0) and info.pme.angle  # SPC/Fw: coul 0 0 1, angle yes
     assert list(water_run.glob("coulomb_*.npz"))  # computed once, next to the frames
     result, _ = evaluate_checkpoint(tmp_path / "pme" / "best.pt", water_run, split="val", progress=False)
     assert result["force_mae"] == pytest.approx(summary["best_val_force_mae"], rel=1e-4)
     bare, bare_info = load_model(tmp_path / "pme" / "best.pt")  # the network alone: Coulomb missing
     frames = load_frames(water_run)
     _, val_idx = split_indices(frames)
-    bare_mae = evaluate_model(bare, frames, bare_info["cutoff"], val_idx, progress=False)["force_mae"]
+    bare_mae = evaluate_model(bare, frames, bare_info.cutoff, val_idx, progress=False)["force_mae"]
     assert abs(bare_mae - result["force_mae"]) > 1.0
 
 

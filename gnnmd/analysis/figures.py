@@ -58,20 +58,20 @@ def probes_for(type_table: list[dict]):
 
 def run_figures(run_dir: Path, out: Path) -> list[Path]:
     """All figures of one run into `out`; returns their paths."""
-    from gnnmd.models.checkpoint import read_checkpoint
+    from gnnmd.models.checkpoint import read_info
 
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = run_dir.name
     written = [plot_loss_curves(read_metrics(run_dir / "metrics.csv"), out / f"{name}_loss.png", name)]
     best = run_dir / "best.pt"
-    probes = probes_for(read_checkpoint(best)["type_table"])
+    probes = probes_for(read_info(best).type_table)
     if probes:
         curves = [probe_curve(best, probe) for probe in probes]
         path = out / f"{name}_interactions.png"
         plot_probes(curves, path, f"{name}: learned pair interactions")
         written.append(path)
-    if read_checkpoint(best)["family"] == "csnequip":
+    if read_info(best).family == "csnequip":
         written.append(plot_reduced_pair_curve(best, out / f"{name}_reduced_pair.png", name))
     return written
 

@@ -78,7 +78,7 @@ def probe_curve(checkpoint, probe: Probe, points: int = 80, box: float = 60.0) -
         positions = np.array([[box / 2, box / 2, box / 2], [box / 2 + distance, box / 2, box / 2]])
         forces, _ = forces_of(positions, cell)
         learned[k] = forces[1, 0]
-    if forces_of.info.get("electrostatics") and probe.bond_class != BOND:
+    if forces_of.info.electrostatics and probe.bond_class != BOND:
         learned += COULOMB * probe.a["charge"] * probe.b["charge"] / r**2
     return {"name": probe.name, "r": r, "learned": learned, "analytic": probe.analytic(r)}
 

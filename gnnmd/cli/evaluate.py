@@ -89,7 +89,7 @@ def run_evaluate(args) -> int:
             first, args.data, args.split, args.batch_size, not args.no_progress, args.device, args.allow_unknown_types
         )
     members = f"committee of {len(args.model)}, " if len(args.model) > 1 else ""
-    title = f"{info['family']} ({members}{first.name}) on {Path(args.data).name} [{args.split}]"
+    title = f"{info.family} ({members}{first.name}) on {Path(args.data).name} [{args.split}]"
     parity_plot(result.pop("pred"), result.pop("ref"), result.pop("atom_type"), result["type_labels"], plot, title)
     result["plot"] = str(plot)
     result[MARKER] = __version__
@@ -179,7 +179,7 @@ def _stress(model, data, split: str, info: dict, lj_tail: float | None = None, a
 
     frames = load_frames(data)
     indices = None
-    if split != "all" and (info.get("config") or {}).get("max_frames") is not None:
+    if split != "all" and (info.config or {}).get("max_frames") is not None:
         raise ValueError(
             "--stress takes the dataset's frames in order: with a run that used --max-frames, use --split all"
         )

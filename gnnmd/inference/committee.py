@@ -21,12 +21,12 @@ def force_deviation(forces: np.ndarray) -> np.ndarray:
 
 def _same_settings(members: list[ModelForces], checkpoints: list) -> None:
     """Members must describe the same physics outside the learned part: the same Coulomb treatment."""
-    first = members[0].info.get("electrostatics")
+    first = members[0].info.electrostatics
     for member, path in zip(members[1:], checkpoints[1:]):
-        if member.info.get("electrostatics") != first:
+        if member.info.electrostatics != first:
             raise ValueError(
                 f"{path}: the committee's models must be trained with the same Coulomb settings, but it has "
-                f"{member.info.get('electrostatics')} and {checkpoints[0]} has {first}"
+                f"{member.info.electrostatics} and {checkpoints[0]} has {first}"
             )
 
 
@@ -48,7 +48,7 @@ class CommitteeForces:
         _same_settings(self.members, list(checkpoints))
         self.info, self.device = self.members[0].info, self.members[0].device
         self.topology = topology
-        self.electrostatics = self.info.get("electrostatics") if electrostatics else None
+        self.electrostatics = self.info.electrostatics if electrostatics else None
         self.coulomb: CoulombPart | None = None  # the same for every member: added once to their mean
         self.prepared = False
         self.last_deviation: np.ndarray | None = None

@@ -41,10 +41,10 @@ class DomainForces:
         if not (getattr(self.model, "needs_grad", False) and self.model.family in TABULATED_FAMILIES):
             raise ValueError(
                 f"{checkpoint}: MD on several MPI ranks needs an energy model (nequip, csnequip); this is a "
-                f"{self.info['family']} model, which runs on one rank (start gnnmd md without mpiexec)"
+                f"{self.info.family} model, which runs on one rank (start gnnmd md without mpiexec)"
             )
         if not allow_unknown_types:
-            check_types_known(topology, self.info["type_table"], str(checkpoint), system)
+            check_types_known(topology, self.info.type_table, str(checkpoint), system)
         self.engine = TabulatedNequIP(self.model)
         self.dtype = self.model.type_scale.dtype
         self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))

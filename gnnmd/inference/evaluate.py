@@ -96,9 +96,9 @@ def select_frames(frames, info: dict, split: str):
     """Frame indices for `split`: all, or the train/val split the checkpoint's run used (same data)."""
     if split == "all":
         return None
-    config = info.get("config") or {}
+    config = info.config or {}
     if "frames" not in config:
-        raise ValueError(f"{info['path']}: records no training run, so it has no {split} split; use --split all")
+        raise ValueError(f"{info.path}: records no training run, so it has no {split} split; use --split all")
     frames, train_idx, val_idx = run_split(
         frames, config.get("max_frames"), config.get("val_fraction", 0.1), config.get("split_seed", 0)
     )
@@ -109,7 +109,7 @@ def select_frames(frames, info: dict, split: str):
     )
     if not same:
         raise ValueError(
-            f"{info['path']}: was trained on {config.get('data')} ({config['frames']} frames of {config.get('atoms')} "
+            f"{info.path}: was trained on {config.get('data')} ({config['frames']} frames of {config.get('atoms')} "
             f"atoms), not on this data ({len(frames)} frames of {frames.topology.n_atoms} atoms); its {split} split "
             "exists only there: use --split all"
         )
@@ -155,16 +155,16 @@ def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: i
     if split != "all":
         frames, indices = select_frames(frames, info, split)
     if not allow_unknown_types:
-        check_types_known(frames.topology, info["type_table"], str(model_path), str(data_path))
+        check_types_known(frames.topology, info.type_table, str(model_path), str(data_path))
     cutoff = model.cutoff
-    model = with_coulomb(model, info.get("electrostatics"), frames.topology, frames.mean_cell())
+    model = with_coulomb(model, info.electrostatics, frames.topology, frames.mean_cell())
     model = model.to(resolve_device(device))
     result = evaluate_model(model, frames, cutoff, indices, batch_size, progress)
     result.update(
         model=str(model_path),
         data=str(Path(data_path).resolve()),
         split=split,
-        family=info["family"],
+        family=info.family,
         cutoff=cutoff,
     )
     return result, info
@@ -179,7 +179,7 @@ def model_virials(model_path, frames, indices=None, lj_tail: float | None = None
 
     forces_of = ModelForces(model_path, frames.topology, allow_unknown_types=allow_unknown_types, skin=0.0)
     if not forces_of.supports_virial:
-        raise ValueError(f"{model_path}: a {forces_of.info['family']} model has no energy, so no virial")
+        raise ValueError(f"{model_path}: a {forces_of.info.family} model has no energy, so no virial")
     forces_of.virial = True
     forces_of.prepare(frames.mean_cell())  # the PME mesh of the whole dataset, as evaluation uses
     tail = None if lj_tail is None else for_model(forces_of.info, frames.topology, lj_tail)

@@ -83,10 +83,10 @@ class ModelForces:
         self.model, self.info = load_model(checkpoint)
         self.model = self.model.to(self.device, model_dtype(precision))
         if not allow_unknown_types:
-            check_types_known(topology, self.info["type_table"], str(checkpoint), system)
+            check_types_known(topology, self.info.type_table, str(checkpoint), system)
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.topology = topology
-        self.electrostatics = self.info.get("electrostatics") if electrostatics else None
+        self.electrostatics = self.info.electrostatics if electrostatics else None
         self.coulomb: CoulombPart | None = None  # the PME Coulomb part, set up on the first cell (or by `prepare`)
         self.prepared = False
         self.engine = None

@@ -62,9 +62,9 @@ def for_topology(topology, inner: float, outer: float) -> LennardJonesTail:
 def for_model(info: dict, topology, outer: float) -> LennardJonesTail:
     """The tail between a checkpoint's cutoff (its `info`) and `outer`. csnequip has none to add: its pair
     part reaches pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation."""
-    if info["family"] == "csnequip":
+    if info.family == "csnequip":
         raise ValueError(
             "--lj-tail is for a model that stops at its graph's cutoff; csnequip's pair part reaches "
             "pair_cutoff x sigma_ij (10.1 A for water's O-O) and learned the reference's truncation"
         )
-    return for_topology(topology, float(info["cutoff"]), outer)
+    return for_topology(topology, float(info.cutoff), outer)

@@ -4,13 +4,20 @@ models), plus the optimiser and trainer state for --resume. Written to a temp fi
 kill never leaves half a file. Only plain Python values and tensors are stored, so files load with
 `weights_only=True`.
 
-Format 2 (gnnmd 0.2) differs from 1 in names only; `read_checkpoint` upgrades a format-1 file as it
-reads it (the PME real-space cutoff was called `cutoff`; mpnn's hyper-parameters could lack the graph
-cutoff that the file kept beside them), so every older checkpoint loads and predicts the same."""
+What a checkpoint says about its model reaches its users typed (`CheckpointInfo`), never as a dict of
+string keys. The graph cutoff has one owner, the model's `hyper["cutoff"]`; the PME settings, when the
+model learned reference minus Coulomb, are PMESettings' form; `force_field` is the training data's
+reference force field (gnnmd.data.forcefield), so what the model was trained against travels with it.
+
+Format 3 stores the cutoff once and adds `force_field`; format 2 (gnnmd 0.2) differs from 1 in names
+only. `read_checkpoint` upgrades older files as it reads them (the PME real-space cutoff was called
+`cutoff`; mpnn's hyper-parameters could lack the graph cutoff that the file kept beside them; PME settings
+held two special weights), so every older checkpoint loads and predicts the same."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -18,23 +25,48 @@ import torch
 import gnnmd
 from gnnmd.files import atomic_write, file_sha256
 from gnnmd.models import MODELS, build_model
-from gnnmd.models.electrostatics import current_config
+from gnnmd.models.electrostatics import PMESettings, current_config
 
 FORMAT = "gnnmd-checkpoint"
-FORMAT_VERSION = 2
-INFO_KEYS = (
-    "family",
-    "hyper",
-    "cutoff",
-    "type_table",
-    "normalisation",
-    "electrostatics",
-    "gnnmd_version",
-    "parent",
-    "config",
-    "epoch",
-    "metrics",
-)
+FORMAT_VERSION = 3
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint records about its model, besides the weights."""
+
+    path: str  # the checkpoint file, resolved
+    family: str
+    hyper: dict  # the model's hyper-parameters, the graph cutoff among them
+    type_table: list[dict]
+    normalisation: dict
+    electrostatics: dict | None = None  # PME settings (PMESettings' fields and the mesh) or None: no PME
+    force_field: dict | None = None  # the training data's reference force field (ForceField.to_dict)
+    gnnmd_version: str | None = None
+    parent: dict | None = None
+    config: dict | None = None  # the resolved training configuration
+    epoch: int | None = None
+    metrics: dict | None = None
+
+    @property
+    def cutoff(self) -> float:
+        """The graph cutoff (A), the model's own."""
+        return float(self.hyper["cutoff"])
+
+    @property
+    def pme(self) -> PMESettings | None:
+        """The model's PME settings, None if it was trained without PME."""
+        return PMESettings.from_stored(self.electrostatics) if self.electrostatics else None
+
+    def saved(self) -> dict:
+        """What save_checkpoint takes again to write another checkpoint of the same model (gnnmd walls)."""
+        keep = ("type_table", "normalisation", "electrostatics", "force_field", "parent", "config", "epoch", "metrics")
+        return {key: getattr(self, key) for key in keep}
+
+    @classmethod
+    def of(cls, payload: dict, path) -> CheckpointInfo:
+        values = {f.name: payload.get(f.name) for f in fields(cls) if f.name != "path"}
+        return cls(path=str(Path(path).resolve()), **values)
 
 
 def save_checkpoint(
@@ -49,6 +81,7 @@ def save_checkpoint(
     metrics: dict | None = None,
     training: dict | None = None,
     electrostatics: dict | None = None,
+    force_field: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically. `training` (optimiser and trainer state) is only needed to resume."""
     path = Path(path)
@@ -60,10 +93,10 @@ def save_checkpoint(
         "gnnmd_version": gnnmd.__version__,
         "family": model.family,
         "hyper": dict(model.hyper),
-        "cutoff": model.cutoff,  # = hyper["cutoff"]; kept for readers of format 1
         "type_table": list(type_table),
         "normalisation": dict(normalisation),
         "electrostatics": electrostatics,  # PME settings when the model learned reference minus Coulomb
+        "force_field": force_field,  # the training data's reference force field
         "config": config,
         "parent": parent,
         "epoch": epoch,
@@ -91,26 +124,26 @@ def read_checkpoint(path) -> dict:
             f"{path}: checkpoint format {payload['format_version']} is newer than this gnnmd "
             f"({gnnmd.__version__}) reads ({FORMAT_VERSION})"
         )
-    missing = [
-        k for k in ("family", "hyper", "cutoff", "type_table", "normalisation", "state_dict") if k not in payload
-    ]
+    missing = [k for k in ("family", "hyper", "type_table", "normalisation", "state_dict") if k not in payload]
     if missing:
         raise ValueError(f"{path}: gnnmd checkpoint lacks {', '.join(missing)}")
     return _upgrade(payload, path)
 
 
 def _upgrade(payload: dict, path) -> dict:
-    """A format-1 payload in format-2 names; the one cutoff checked against the hyper-parameters."""
+    """An older payload in format-3 form: one cutoff (format 1 and 2 kept a copy beside the hyper-parameters;
+    format-1 mpnn hyper-parameters could lack it), checked; PME settings in today's names and form."""
     payload["hyper"] = dict(payload["hyper"])
+    stored = payload.pop("cutoff", None)
     if payload["hyper"].get("cutoff") is None:
-        payload["hyper"]["cutoff"] = payload["cutoff"]
+        payload["hyper"]["cutoff"] = stored
     if payload.get("electrostatics"):
         payload["electrostatics"] = current_config(payload["electrostatics"])
     cutoff = payload["hyper"]["cutoff"]
     if not (isinstance(cutoff, (int, float)) and 0 < float(cutoff) < float("inf")):
         raise ValueError(f"{path}: checkpoint cutoff {cutoff!r} is not a positive number of Angstrom")
-    if float(payload["cutoff"]) != float(cutoff):
-        raise ValueError(f"{path}: checkpoint cutoff {payload['cutoff']} differs from its model's {cutoff}")
+    if stored is not None and float(stored) != float(cutoff):
+        raise ValueError(f"{path}: checkpoint cutoff {stored} differs from its model's {cutoff}")
     payload["format_version"] = FORMAT_VERSION
     return payload
 
@@ -129,7 +162,12 @@ def _check_finite(payload: dict, path) -> None:
         raise ValueError(f"{path}: non-finite values (NaN or inf) in {', '.join(bad[:3])}{more}; not a usable model")
 
 
-def load_model(path, family: str | None = None):
+def read_info(path) -> CheckpointInfo:
+    """What a checkpoint records about its model, without building it."""
+    return CheckpointInfo.of(read_checkpoint(path), path)
+
+
+def load_model(path, family: str | None = None) -> tuple[torch.nn.Module, CheckpointInfo]:
     """(model in eval mode, info) from a checkpoint. `family`, if given, must match the file's."""
     payload = read_checkpoint(path)
     found = payload["family"]
@@ -146,9 +184,16 @@ def load_model(path, family: str | None = None):
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: weights do not fit a {found} model with {payload['hyper']}: {err}") from None
     model.eval()
-    info = {k: payload.get(k) for k in INFO_KEYS}
-    info["path"] = str(Path(path).resolve())
-    return model, info
+    return model, CheckpointInfo.of(payload, path)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "file_sha256", "load_model", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointInfo",
+    "file_sha256",
+    "load_model",
+    "read_checkpoint",
+    "read_info",
+    "save_checkpoint",
+]

@@ -32,7 +32,7 @@ import torch
 from gnnmd.data.reader import ADDED_ORIGIN, read_manifest
 from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.lammps.label import dump_timesteps, label_frames, reference_force_field
-from gnnmd.models.checkpoint import read_checkpoint
+from gnnmd.models.checkpoint import read_checkpoint, read_info
 from gnnmd.study.steps import Step, run_steps
 
 
@@ -100,7 +100,7 @@ class ActiveLearning:
         segment = self.base["segments"][0]
         self.system = Path(plan.system) if plan.system else self.data / segment["data_file"]
         self.forcefield = reference_force_field(self.data)
-        self.electrostatics = "pme" if read_checkpoint(plan.models[0]).get("electrostatics") else "none"
+        self.electrostatics = "pme" if read_info(plan.models[0]).electrostatics else "none"
 
     def start(self) -> None:
         """Create OUT with the plan, or check that an existing OUT holds this plan."""

@@ -262,8 +262,8 @@ def _one_cutoff(given: dict, path) -> dict:
 def parent_defaults(init_from, data) -> dict:
     """Fine-tuning's defaults from the parent checkpoint: the run name <family>-finetune-<data dir name>,
     the parent's cutoff, and its model family."""
-    from gnnmd.models.checkpoint import read_checkpoint
+    from gnnmd.models.checkpoint import read_info
 
-    parent = read_checkpoint(init_from)
-    name = f"{parent['family']}-finetune-{Path(data).resolve().name}"
-    return {"name": name, "cutoff": parent["cutoff"], "model": parent["family"]}
+    parent = read_info(init_from)
+    name = f"{parent.family}-finetune-{Path(data).resolve().name}"
+    return {"name": name, "cutoff": parent.cutoff, "model": parent.family}

@@ -26,6 +26,7 @@ from gnnmd.data import (
     read_reference_virials,
     run_split,
 )
+from gnnmd.data.forcefield import ForceField, dataset_force_field
 from gnnmd.data.frames import ADDED_SEGMENTS
 from gnnmd.data.virial_cache import virial_cache_path
 from gnnmd.files import file_sha256
@@ -55,6 +56,7 @@ class RunData:
     type_table: list
     labels: list
     virials: ReferenceVirials | None = None  # of `frames`, with a stress term only
+    force_field: ForceField | None = None  # the dataset's reference force field, if it names one
 
 
 def load_data(config: TrainConfig) -> RunData:
@@ -67,7 +69,8 @@ def load_data(config: TrainConfig) -> RunData:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"{path}: {len(frames)} frames give an empty train or validation split")
     type_table = frames.topology.type_table()
-    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table), virials)
+    force_field = dataset_force_field(path) if path.is_dir() else None
+    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table), virials, force_field)
 
 
 def stored_virials(path: Path, frames, max_frames: int | None) -> ReferenceVirials:
@@ -119,13 +122,12 @@ def coulomb_for(config: TrainConfig, data: RunData, dist: Distributed):
 
     The cache is computed once (rank 0 first, next to the dataset's frames.npz, so the other ranks and
     later runs read it) and the network learns the rest."""
-    from gnnmd.data.forcefield import dataset_force_field
     from gnnmd.models.electrostatics import Electrostatics, PMESettings
 
     if config.electrostatics == "none":
         return None, None
     frames = data.frames
-    force_field = dataset_force_field(data.path) if data.path.is_dir() else None
+    force_field = data.force_field
     settings = PMESettings.for_force_field(force_field) if force_field is not None else PMESettings()
     electrostatics = Electrostatics.for_system(frames.topology, frames.mean_cell(), settings)
     directory = data.path if data.path.is_dir() else None
@@ -174,26 +176,26 @@ def _parent_model(config: TrainConfig):
     """(model, config with the parent's family and hyper-parameters, parent record, parent's
     normalisation): the checkpoint at config.init_from, moved to config.cutoff, with config.freeze fixed."""
     model, info = load_model(config.init_from)
-    if float(config.cutoff) != float(info["cutoff"]):
+    if float(config.cutoff) != float(info.cutoff):
         if config.keep_normalisation:
             raise ValueError(
                 f"{config.init_from}: --keep-normalisation keeps the parent's neighbour count, which a new "
-                f"cutoff ({config.cutoff} A, parent {info['cutoff']} A) changes; drop one of the two"
+                f"cutoff ({config.cutoff} A, parent {info.cutoff} A) changes; drop one of the two"
             )
         model = model.with_cutoff(config.cutoff)
     parent = {
-        "path": info["path"],
+        "path": info.path,
         "sha256": file_sha256(config.init_from),
-        "family": info["family"],
-        "gnnmd_version": info["gnnmd_version"],
-        "type_table": info["type_table"],
-        "normalisation": info["normalisation"],
+        "family": info.family,
+        "gnnmd_version": info.gnnmd_version,
+        "type_table": info.type_table,
+        "normalisation": info.normalisation,
     }
     for group in config.freeze:
         for _, p in model.parameters_of(group):
             p.requires_grad_(False)
-    config = replace(config, model=info["family"], hyper=dict(model.hyper))
-    return model, config, parent, info["normalisation"]
+    config = replace(config, model=info.family, hyper=dict(model.hyper))
+    return model, config, parent, info.normalisation
 
 
 def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: dict):

@@ -51,7 +51,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     coulomb: object
     state: TrainingState
-    checkpoint_info: dict  # type_table, normalisation, config, parent, electrostatics
+    checkpoint_info: dict  # type_table, normalisation, config, parent, electrostatics, force_field
     started: float
 
     @property
@@ -112,6 +112,7 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
         config=resolved,
         parent=parent,
         electrostatics=electrostatics,
+        force_field=data.force_field.to_dict() if data.force_field is not None else None,
     )
     return Run(config, dist, data, folder, model, optimizer, coulomb, state, info, started)
 

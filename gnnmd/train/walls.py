@@ -19,9 +19,9 @@ def refit_walls(model_path, data, out, strength=None, margin=None, overwrite: bo
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     model, info = load_model(model_path)
     if not isinstance(model, NequIP):
-        raise ValueError(f"{model_path}: holds a {info['family']!r} model; walls belong to nequip and csnequip")
+        raise ValueError(f"{model_path}: holds a {info.family!r} model; walls belong to nequip and csnequip")
     walls = model.fit_walls(load_frames(data), strength, margin)
-    normalisation = dict(info["normalisation"])
+    normalisation = dict(info.normalisation)
     normalisation["walls"] = {
         "refit_from": str(model_path),
         "refit_from_sha256": file_sha256(model_path),
@@ -30,8 +30,7 @@ def refit_walls(model_path, data, out, strength=None, margin=None, overwrite: bo
         "margin": model.core_margin,
         **walls,
     }
-    keep = ("type_table", "config", "parent", "epoch", "metrics", "electrostatics")
-    save_checkpoint(out, model, normalisation=normalisation, **{k: info[k] for k in keep})
+    save_checkpoint(out, model, **{**info.saved(), "normalisation": normalisation})
     n = int(model.n_types)
     radii = {"core": model.core_radius[:n, :n].tolist(), "stretch": model.stretch_radius[:n, :n].tolist()}
     return {"out": str(out), "strength": model.core_strength, "margin": model.core_margin, **radii}
