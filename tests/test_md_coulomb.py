@@ -16,7 +16,7 @@ from gnnmd.cli import main
 from gnnmd.data import coulomb_cache, load_frames
 from gnnmd.data.reader import read_topology
 from gnnmd.inference.forces import ModelForces
-from gnnmd.lammps.md import coulomb_settings
+from gnnmd.lammps.md_commands import coulomb_settings
 from gnnmd.models.checkpoint import save_checkpoint
 from gnnmd.models.electrostatics import Electrostatics
 from gnnmd.models.nequip import NequIP

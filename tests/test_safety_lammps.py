@@ -172,7 +172,7 @@ class _FailsAtCall:
 def test_a_model_failure_stops_lammps_and_ends_the_outputs(argon_run, argon_model, tmp_path, capsys, monkeypatch):
     """The model fails at step 7 of 100: LAMMPS stops there (the model is not asked again for 90 steps of
     zero forces), the dump and thermo table end at step 6, the summary says step 7 and why."""
-    import gnnmd.lammps.md as md
+    import gnnmd.lammps.md_model as md
 
     real = md.ModelForces
     _FailsAtCall.calls = 0

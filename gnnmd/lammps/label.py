@@ -99,7 +99,7 @@ def reference_virials(data_dir, work) -> np.ndarray:
     """The virial (F, 3, 3, kcal/mol) of every frame of a gnnmd dataset under its own force field: a LAMMPS
     rerun of each segment's dump with `compute pressure NULL virial` (the virial part of the pressure
     tensor, times the volume). `work` holds the reruns' outputs."""
-    from gnnmd.lammps.md import dataset_forcefield
+    from gnnmd.lammps.md_reference import dataset_forcefield
 
     data_dir, work = Path(data_dir), Path(work)
     forcefield, virials = dataset_forcefield(data_dir), []
@@ -153,7 +153,7 @@ def cached_reference_virials(data_dir) -> ReferenceVirials:
 
 def _rerun_forcefield(data_dir: Path) -> str:
     """The force field a dataset was made with, or a ValueError saying that it has none to rerun with."""
-    from gnnmd.lammps.md import dataset_forcefield
+    from gnnmd.lammps.md_reference import dataset_forcefield
 
     manifest = read_manifest(data_dir)
     try:

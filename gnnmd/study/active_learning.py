@@ -31,7 +31,7 @@ import numpy as np
 from gnnmd.data.reader import ADDED_ORIGIN, read_manifest
 from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.lammps.label import dump_timesteps, label_frames
-from gnnmd.lammps.md import dataset_forcefield
+from gnnmd.lammps.md_reference import dataset_forcefield
 from gnnmd.models.checkpoint import read_checkpoint
 from gnnmd.study.steps import Step, run_steps
 
