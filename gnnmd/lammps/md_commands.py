@@ -5,7 +5,7 @@ MDSettings, the two stops (fix halt) of a failed run, and the run itself with LA
 The two stops: the model's callback flags a failure (its variable FAILED); and a catastrophic jump of
 the temperature, above JUMP_FACTOR times the run's reference temperature (or not a number), which only
 forces far outside anything physical can cause. The reference is the target (--temperature), or the
-start's temperature, at least JUMP_FLOOR_K (a start at rest has no scale of its own). A factor of 5:
+start's temperature but at least JUMP_FLOOR_K (a start at rest has no scale of its own). A factor of 5:
 a thermostat holds the target within its fluctuations (tens of percent for a few dozen atoms), and
 NVE from a physical start converts at most its potential energy's excess over equilibrium, about its
 kinetic energy, so its temperature can roughly double, not grow fivefold. Slower heating is the
@@ -136,7 +136,7 @@ def set_up(lmp, commands: list[str], data_file: Path, out: Path, run: MDSettings
 
 def _jump_commands(lmp, run: MDSettings) -> list[str]:
     """fix halt at a temperature above JUMP_FACTOR times the reference, or not a number (see the module)."""
-    reference = max(run.temperature if run.temperature is not None else _start_temperature(lmp), JUMP_FLOOR_K)
+    reference = run.temperature if run.temperature is not None else max(_start_temperature(lmp), JUMP_FLOOR_K)
     limit = JUMP_FACTOR * reference
     return [
         f"variable {_TOO_HOT} equal !(temp<={limit:.6g})",
