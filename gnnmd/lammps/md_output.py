@@ -28,6 +28,8 @@ def check_out(out: Path, overwrite: bool, data_file: Path) -> None:
     and, even with `overwrite`, one that is not an MD run's output folder (md_output_problem)."""
     check_lammps_path(data_file)
     check_lammps_path(out)
+    if out.name in ("", ".", "..") or (out.exists() and out.resolve() == Path.cwd().resolve()):
+        raise ValueError(f"--out {out} is the folder you are in (or above it); name a folder for the run")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, not a folder; --out needs a folder")
     if out.exists() and any(out.iterdir()):
