@@ -29,7 +29,7 @@ from gnnmd.data.importing import write_dump
 from gnnmd.data.reader import ADDED_ORIGIN
 from gnnmd.files import atomic_write_text
 from gnnmd.lammps.label import label_frames
-from gnnmd.lammps.md import dataset_forcefield
+from gnnmd.lammps.md_reference import dataset_forcefield
 
 
 def bend(positions: np.ndarray, cell: np.ndarray, angles: np.ndarray, chosen, rng, low: float, high: float):

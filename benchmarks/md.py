@@ -38,7 +38,9 @@ def run_system(
     import torch
 
     from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
-    from gnnmd.lammps.md import dataset_forcefield, run_lammps_md, run_md
+    from gnnmd.lammps.md_model import run_md
+    from gnnmd.lammps.md_reference import dataset_forcefield, run_lammps_md
+    from gnnmd.lammps.md_settings import MDSettings
 
     steps = int(round(picoseconds * 1000.0 / timestep))
     data_file = data_dir / "segment_000" / "system.data"
@@ -46,10 +48,8 @@ def run_system(
     summary = run_md(
         model,
         data_file,
-        steps,
+        MDSettings(steps, timestep=timestep, dump_every=dump_every),
         work / f"{name}_model",
-        timestep=timestep,
-        dump_every=dump_every,
         overwrite=True,
         progress=True,
         coulomb=coulomb,
@@ -61,11 +61,8 @@ def run_system(
     reference = run_lammps_md(
         data_file,
         dataset_forcefield(data_dir),
-        steps,
+        MDSettings(steps, timestep=timestep, dump_every=dump_every, thermo_every=dump_every),
         work / f"{name}_lammps",
-        timestep=timestep,
-        dump_every=dump_every,
-        thermo_every=dump_every,
         threads=threads,
         overwrite=True,
     )

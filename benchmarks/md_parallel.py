@@ -29,9 +29,11 @@ from common import RESULTS, SHIPPED_MODELS, write_results
 MODEL = SHIPPED_MODELS / "nequip-pme-water" / "best.pt"
 LAMMPS_RUN = """
 import sys
-from gnnmd.lammps.md import run_lammps_md
-run_lammps_md(sys.argv[1], "spcfw.ff", int(sys.argv[2]), sys.argv[3], temperature=300.0, seed=int(sys.argv[5]),
-              dump_every=10**9, overwrite=True, ensemble=sys.argv[4], pressure=1.0)
+from gnnmd.lammps.md_reference import run_lammps_md
+from gnnmd.lammps.md_settings import MDSettings
+settings = MDSettings(int(sys.argv[2]), temperature=300.0, seed=int(sys.argv[5]), dump_every=10**9,
+                      ensemble=sys.argv[4], pressure=1.0)
+run_lammps_md(sys.argv[1], "spcfw.ff", settings, sys.argv[3], overwrite=True)
 """
 
 

@@ -149,7 +149,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from gnnmd.data.reader import read_manifest
-    from gnnmd.lammps.md import dataset_forcefield, run_lammps_md
+    from gnnmd.lammps.md_reference import dataset_forcefield, run_lammps_md
+    from gnnmd.lammps.md_settings import MDSettings
 
     data_file = args.data / read_manifest(args.data)["segments"][0]["data_file"]
     forcefield = dataset_forcefield(args.data)
@@ -161,7 +162,7 @@ def main() -> None:
         starts[t, s] = equilibrated_start(data_file, forcefield, t, s, args.equil_ps, work / "starts" / f"T{t:g}_s{s}")
         ref = work / "runs" / f"lammps_T{t:g}_s{s}"
         if not (ref / "summary.json").exists():
-            run_lammps_md(starts[t, s], forcefield, steps, ref, dump_every=args.dump_every, overwrite=True)
+            run_lammps_md(starts[t, s], forcefield, MDSettings(steps, dump_every=args.dump_every), ref, overwrite=True)
     md = []
     for t, s in cases:
         out = work / "runs" / f"{args.stage}_T{t:g}_s{s}"

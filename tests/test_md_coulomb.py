@@ -16,7 +16,7 @@ from gnnmd.cli import main
 from gnnmd.data import coulomb_cache, load_frames
 from gnnmd.data.reader import read_topology
 from gnnmd.inference.forces import ModelForces
-from gnnmd.lammps.md import coulomb_settings
+from gnnmd.lammps.md_commands import coulomb_settings
 from gnnmd.models.checkpoint import save_checkpoint
 from gnnmd.models.electrostatics import Electrostatics
 from gnnmd.models.nequip import NequIP
@@ -132,7 +132,7 @@ def test_nve_with_lammps_coulomb_conserves_energy_like_torch_pme(water_run, pme_
 
 def test_coulomb_settings_only_for_a_pme_model_of_a_charged_system():
     charged, neutral = SimpleNamespace(charges=np.array([-0.82, 0.41, 0.41])), SimpleNamespace(charges=np.zeros(3))
-    pme = {"electrostatics": {"cutoff": 9.0, "accuracy": 1e-6, "special": [0.0, 0.5], "smearing": 1.0}}
+    pme = {"cutoff": 9.0, "accuracy": 1e-6, "special": [0.0, 0.5], "smearing": 1.0}  # a checkpoint's settings
     assert coulomb_settings(pme, charged) == {
         "method": "lammps-pppm",
         "real_space_cutoff": 9.0,  # a format-1 checkpoint's name for it
@@ -141,8 +141,8 @@ def test_coulomb_settings_only_for_a_pme_model_of_a_charged_system():
         "angle": True,
         "interpolation_nodes": 4,
     }
-    assert coulomb_settings({"electrostatics": {}}, charged, "torch-pme") is None
-    assert coulomb_settings({"electrostatics": {"smearing": 1.0}}, charged, "torch-pme") == {
+    assert coulomb_settings({}, charged, "torch-pme") is None
+    assert coulomb_settings({"smearing": 1.0}, charged, "torch-pme") == {
         "method": "torch-pme",
         "real_space_cutoff": 8.0,
         "accuracy": 1e-5,
@@ -150,7 +150,7 @@ def test_coulomb_settings_only_for_a_pme_model_of_a_charged_system():
         "angle": True,
         "interpolation_nodes": 4,
     }
-    assert coulomb_settings({"electrostatics": None}, charged) is None  # trained without PME
+    assert coulomb_settings(None, charged) is None  # trained without PME
     assert coulomb_settings(pme, neutral) is None  # no charges: no Coulomb term
     with pytest.raises(ValueError, match="coulomb must be one of lammps, torch-pme"):
         coulomb_settings(pme, charged, "ewald")

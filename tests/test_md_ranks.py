@@ -111,10 +111,25 @@ def test_water_with_lammps_coulomb_runs_the_same_on_two_ranks(water_run, tmp_pat
 
 def test_corresponding_states_water_runs_the_same_on_two_ranks(water_run, tmp_path):
     """csnequip: its nequip on the pairs within a molecule and its pair part (O-O pairs out to 2.5 sigma,
-    beyond the graph) shared between the ranks as on one."""
+    beyond the graph) shared between the ranks as on one. At 0.5 fs: this untrained model heats the water
+    from 300 K past 1500 K in 20 steps of 1 fs, a failure (test_a_temperature_jump_fails_alike_on_two_ranks)."""
     model = _model(water_run, tmp_path / "cs.pt", cutoff=3.0, pme=True, family="csnequip")
     data_file = water_run / "segment_000" / "system.data"
-    _same_run_on_one_and_two_ranks(model, data_file, tmp_path, 20, "--temperature", "300")
+    _same_run_on_one_and_two_ranks(model, data_file, tmp_path, 20, "--temperature", "300", "--timestep", "0.5")
+
+
+def test_a_temperature_jump_fails_alike_on_two_ranks(water_run, tmp_path):
+    """The untrained csnequip model from the data file's velocities (the start's temperature is the
+    reference, found on every rank): both runs stop at the same step with the jump as the failure, exit 1."""
+    model = _model(water_run, tmp_path / "cs.pt", cutoff=3.0, pme=True, family="csnequip")
+    data_file = water_run / "segment_000" / "system.data"
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_md_args(model, data_file, one, 60)) == 1
+    result = _on_two_ranks(_md_args(model, data_file, two, 60))
+    assert result.returncode == 1 and "temperature jumped" in result.stderr and "Traceback" not in result.stderr
+    summaries = [json.loads((out / "summary.json").read_text()) for out in (one, two)]
+    assert summaries[0]["failed_at_step"] == summaries[1]["failed_at_step"] < 60
+    assert "temperature jumped" in summaries[1]["failure"] and summaries[1]["mpi_ranks"] == 2
 
 
 def test_argon_npt_runs_the_same_on_two_ranks(argon_run, tmp_path):

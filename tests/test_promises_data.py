@@ -17,7 +17,8 @@ import pytest
 from gnnmd.cli import main
 from gnnmd.data import coulomb_cache, load_frames, read_lammps
 from gnnmd.data.reader import KCAL_PER_EV
-from gnnmd.lammps.md import run_lammps_md
+from gnnmd.lammps.md_reference import run_lammps_md
+from gnnmd.lammps.md_settings import MDSettings
 
 
 def checksums(folder):
@@ -37,7 +38,7 @@ def plain_run(water_run, tmp_path_factory):
     """A LAMMPS run with nothing of gnnmd's dataset around it: data file, dump with forces, log."""
     out = tmp_path_factory.mktemp("plain") / "run"
     data_file = water_run / "segment_000" / "system.data"
-    run_lammps_md(data_file, "spcfw.ff", 6, out, temperature=300.0, dump_every=2)
+    run_lammps_md(data_file, "spcfw.ff", MDSettings(6, temperature=300.0, dump_every=2), out)
     return data_file, out / "trajectory.lammpstrj", out / "log.lammps"
 
 

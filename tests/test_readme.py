@@ -16,7 +16,8 @@ import numpy as np
 
 from gnnmd.cli import main
 from gnnmd.data import load_frames
-from gnnmd.lammps.md import run_lammps_md
+from gnnmd.lammps.md_reference import run_lammps_md
+from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.study.reproduction import TABLE_MARKERS, doc_table_block, update_doc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def test_readme_examples_run(water_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data_file = water_run / "segment_000" / "system.data"
     shutil.copyfile(data_file, "system.data")
-    run_lammps_md(data_file, "spcfw.ff", 6, tmp_path / "run", temperature=300.0, dump_every=2)
+    run_lammps_md(data_file, "spcfw.ff", MDSettings(6, temperature=300.0, dump_every=2), tmp_path / "run")
     shutil.copyfile(tmp_path / "run" / "trajectory.lammpstrj", "run.lammpstrj")
     shutil.copyfile(tmp_path / "run" / "log.lammps", "log.lammps")
     frames = load_frames(water_run)

@@ -128,18 +128,18 @@ def test_generate_refuses_a_path_lammps_cannot_take(tmp_path, capsys):
 # 4. every failure of an MD run is a result, with nothing after the failure
 
 
-def test_a_lammps_failure_is_a_blown_up_run(water_run, violent_water_model, tmp_path, capsys):
-    """LAMMPS finds the torn molecule first ("Bond atoms ... missing"): a summary, exit code 1, no
+def test_a_violent_run_is_a_blown_up_run(water_run, violent_water_model, tmp_path, capsys):
+    """The temperature jumps past 5x its start at the first step, stopped there by LAMMPS' fix halt (before,
+    LAMMPS found the torn molecule a few steps on, "Bond atoms ... missing"): a summary, exit code 1, no
     traceback, and the dump and thermo table end before the failure; `gnnmd rdf` refuses the dump."""
     data_file = water_run / "segment_000" / "system.data"
     out = tmp_path / "md"
     assert main(_md_args(violent_water_model, data_file, out, 200, "--timestep", "5", "--dump-every", "2")) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "blew up at step" in err and "missing" in err
+    assert "Traceback" not in err and "blew up at step" in err and "temperature jumped" in err
     summary = json.loads((out / "summary.json").read_text())
     failed_at = summary["failed_at_step"]
-    assert summary["blown_up"] and failed_at >= 1 and "Bond atoms" in summary["failure"]
-    assert "missing" in summary["failure"] and summary["failure"].startswith("LAMMPS")
+    assert summary["blown_up"] and failed_at >= 1 and "temperature jumped" in summary["failure"]
     assert summary["steps"] == 200 and summary["atoms"] == 96
     dump_steps = _dump_steps(out / "trajectory.lammpstrj")
     assert dump_steps == list(range(0, failed_at, 2))
@@ -172,7 +172,7 @@ class _FailsAtCall:
 def test_a_model_failure_stops_lammps_and_ends_the_outputs(argon_run, argon_model, tmp_path, capsys, monkeypatch):
     """The model fails at step 7 of 100: LAMMPS stops there (the model is not asked again for 90 steps of
     zero forces), the dump and thermo table end at step 6, the summary says step 7 and why."""
-    import gnnmd.lammps.md as md
+    import gnnmd.lammps.md_model as md
 
     real = md.ModelForces
     _FailsAtCall.calls = 0

@@ -84,27 +84,31 @@ def _add_model_options(p) -> None:
 
 
 def run_md_command(args) -> int:
-    from gnnmd.lammps.md import run_md
+    from gnnmd.lammps.md_model import run_md
+    from gnnmd.lammps.md_settings import MDSettings
     from gnnmd.lammps.ranks import mpi_rank
 
-    summary = run_md(
-        args.model if len(args.model) > 1 else args.model[0],
-        args.system,
-        args.steps,
-        args.out,
+    settings = MDSettings(
+        steps=args.steps,
         timestep=args.timestep,
         ensemble=args.ensemble,
         temperature=args.temperature,
         seed=args.seed,
         dump_every=args.dump_every,
+        pressure=args.pressure,
+    )
+    summary = run_md(
+        args.model if len(args.model) > 1 else args.model[0],
+        args.system,
+        settings,
+        args.out,
         allow_unknown_types=args.allow_unknown_types,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
         coulomb=args.coulomb,
         device=args.device,
-        pressure=args.pressure,
         precision=args.precision,
         lj_tail=args.lj_tail,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     if mpi_rank() != 0:  # under mpiexec every rank has the summary; the first speaks
         return 1 if summary["blown_up"] else 0

@@ -9,7 +9,7 @@ plus pair terms (prior, walls). A rank computes its share, the per-atom terms of
 half of every pair term a local atom takes part in, from the graph of local and ghost atoms; that needs
 ghosts out to L x cutoff. Its gradient gives forces on local and on ghost atoms; a ghost's force belongs
 to the atom it copies, wherever that is owned, so the forces are summed by global atom id over the
-ranks (gnnmd.lammps.md does that, with the energy and the virial). The shares add up to the model's
+ranks (gnnmd.lammps.md_callback does that, with the energy and the virial). The shares add up to the model's
 energy, and every force is the exact gradient of it: the same numbers as one rank's, up to rounding.
 
 Redundant alternative, not taken: ghosts out to 2 L x cutoff let a rank differentiate every term that

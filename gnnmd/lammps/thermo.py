@@ -1,7 +1,7 @@
 """An MD run's outputs after the fact: cutting them at a failure, the statistics of its thermo table
 (energy drift, mean temperature), and whether its temperature or energy ran away.
 
-thermo.txt's columns (as gnnmd.lammps.md writes it): step, temperature, potential energy, time (fs),
+thermo.txt's columns (as gnnmd.lammps.md_commands writes it): step, temperature, potential energy, time (fs),
 kinetic and total energy, and volume (A^3; tables written before it lack the column).
 
 A run away is not a crash: the model's MD goes on, hotter and hotter, or its total energy climbs, while
