@@ -38,3 +38,29 @@ def argon_model(argon_run, tmp_path_factory):
     rms = float(np.sqrt((frames.forces**2).mean()))
     save_checkpoint(path, model, type_table=frames.topology.type_table(), normalisation={"force_scale": rms})
     return path
+
+
+def write_chains_data_file(path, rng):
+    """12 charged four-atom chains (bonds 1-2, 2-3, 3-4, one angle each end) in a 16 A box."""
+    atoms, bonds, angles = [], [], []
+    for m in range(12):
+        start = rng.uniform(0, 16, 3)
+        for k in range(4):
+            position = start + np.array([1.2 * k, 0.6 * (k % 2), 0.0])
+            atoms.append(f"{4 * m + k + 1} {m + 1} {k % 2 + 1} {0.4 if k % 2 else -0.4} {' '.join(map(str, position))}")
+        bonds += [f"{len(bonds) + j + 1} 1 {4 * m + j + 1} {4 * m + j + 2}" for j in range(3)]
+        angles += [f"{len(angles) + 1} 1 {4 * m + 1} {4 * m + 2} {4 * m + 3}"]
+    path.write_text(
+        f"chains\n\n{len(atoms)} atoms\n2 atom types\n{len(bonds)} bonds\n1 bond types\n{len(angles)} angles\n"
+        "1 angle types\n\n0 16 xlo xhi\n0 16 ylo yhi\n0 16 zlo zhi\n\nMasses\n\n1 12.011\n2 1.008\n\n"
+        "Pair Coeffs\n\n1 0.066 3.5\n2 0.03 2.5\n\nAtoms # full\n\n" + "\n".join(atoms)
+        + "\n\nBonds\n\n" + "\n".join(bonds) + "\n\nAngles\n\n" + "\n".join(angles) + "\n"
+    )  # fmt: skip
+
+
+@pytest.fixture
+def chains_data_file(tmp_path):
+    """A LAMMPS data file of twelve charged four-atom chains: bonds, 1-3 and 1-4 pairs (see write_chains_data_file)."""
+    path = tmp_path / "chains.data"
+    write_chains_data_file(path, np.random.default_rng(3))
+    return path

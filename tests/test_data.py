@@ -21,7 +21,7 @@ from gnnmd.data import (
     read_lammps,
     split_indices,
 )
-from gnnmd.data.graphs import ANGLE, BOND
+from gnnmd.data.graphs import ANGLE, BOND, BOND_ONEHOT, DISTANCE, N_EDGE_FEATURES, UNIT_VECTOR
 from gnnmd.data.reader import read_topology
 from gnnmd.lammps.engine import load_system_commands, start_lammps
 from gnnmd.lammps.generate import generate, protocol_for
@@ -149,10 +149,10 @@ def test_water_graph_features_and_bond_classes(water_run):
     frames = load_frames(water_run)
     graph = FrameDataset(frames, cutoff=3.4)[3]
     n = frames.topology.n_atoms
-    assert graph.x.shape == (n, 3) and graph.y.shape == (n, 3) and graph.edge_attr.shape[1] == 7
+    assert graph.x.shape == (n, 3) and graph.y.shape == (n, 3) and graph.edge_attr.shape[1] == N_EDGE_FEATURES == 8
     torch.testing.assert_close(graph.y, torch.from_numpy(frames.forces[3]))
-    classes = graph.edge_attr[:, :3].argmax(dim=1)
-    assert torch.all(graph.edge_attr[:, :3].sum(dim=1) == 1)
+    classes = graph.edge_attr[:, BOND_ONEHOT].argmax(dim=1)
+    assert torch.all(graph.edge_attr[:, BOND_ONEHOT].sum(dim=1) == 1)
     receiver = graph.edge_index[1]
     names = frames.topology.table_names[frames.topology.types]
     oxygen, hydrogen = torch.from_numpy(names == "O"), torch.from_numpy(names == "H")
@@ -165,13 +165,15 @@ def test_water_graph_features_and_bond_classes(water_run):
     molecules = torch.from_numpy(frames.topology.molecules)
     bonded = classes == BOND
     assert torch.all(molecules[src[bonded]] == molecules[dst[bonded]])
-    assert torch.all((graph.edge_attr[bonded, 3] > 0.8) & (graph.edge_attr[bonded, 3] < 1.3))
+    assert torch.all((graph.edge_attr[bonded, DISTANCE] > 0.8) & (graph.edge_attr[bonded, DISTANCE] < 1.3))
     assert torch.all(hydrogen[src[classes == ANGLE]] & hydrogen[dst[classes == ANGLE]])
     # unit vectors and raw displacements agree, and displacements follow from pos, shift and cell
     vec = graph.pos[src] - graph.pos[dst] + graph.edge_shift @ graph.cell[0]
     torch.testing.assert_close(vec, graph.edge_vec, atol=1e-4, rtol=0)
-    torch.testing.assert_close(graph.edge_attr[:, 4:] * graph.edge_attr[:, 3:4], graph.edge_vec, atol=1e-5, rtol=0)
-    assert float(graph.edge_attr[:, 3].max()) < 3.4
+    torch.testing.assert_close(
+        graph.edge_attr[:, UNIT_VECTOR] * graph.edge_attr[:, DISTANCE : DISTANCE + 1], graph.edge_vec, atol=1e-5, rtol=0
+    )
+    assert float(graph.edge_attr[:, DISTANCE].max()) < 3.4
 
 
 def test_bond_class_only_for_nearest_image():
@@ -189,9 +191,9 @@ def test_bond_class_only_for_nearest_image():
         table_charges=arr(0.0, 0.0), table_epsilon=arr(0.1, 0.1), table_sigma=arr(3.0, 3.0),
     )  # fmt: skip
     graph = build_graph(topology, [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.eye(3) * 3.0, cutoff=4.0)
-    classes = graph.edge_attr[:, :3].argmax(dim=1)
+    classes = graph.edge_attr[:, BOND_ONEHOT].argmax(dim=1)
     assert int((classes == BOND).sum()) == 2  # 0->1 and 1->0, each once
-    assert torch.all(graph.edge_attr[classes == BOND, 3] == 1.0)
+    assert torch.all(graph.edge_attr[classes == BOND, DISTANCE] == 1.0)
 
 
 def test_split_and_loader(water_run):
@@ -367,7 +369,7 @@ def test_replicated_water_keeps_its_bonds(water_run):
     big = build_graph(topology, positions, cell, 3.4)
 
     def counts(graph, n):
-        classes = graph.edge_attr[:, :3].argmax(dim=1)
+        classes = graph.edge_attr[:, BOND_ONEHOT].argmax(dim=1)
         return torch.stack([torch.bincount(graph.edge_index[1][classes == c], minlength=n) for c in range(3)], 1)
 
     torch.testing.assert_close(counts(big, topology.n_atoms), counts(small, 96).repeat(8, 1))

@@ -104,24 +104,6 @@ def test_special_neighbours_of_a_chain_and_a_ring():
     assert len(one) == 4 and two.tolist() == [[0, 2], [1, 3]] and len(three) == 0
 
 
-def _chains_data_file(path, rng):
-    """12 charged four-atom chains (bonds 1-2, 2-3, 3-4, one angle each end) in a 16 A box."""
-    atoms, bonds, angles = [], [], []
-    for m in range(12):
-        start = rng.uniform(0, 16, 3)
-        for k in range(4):
-            position = start + np.array([1.2 * k, 0.6 * (k % 2), 0.0])
-            atoms.append(f"{4 * m + k + 1} {m + 1} {k % 2 + 1} {0.4 if k % 2 else -0.4} {' '.join(map(str, position))}")
-        bonds += [f"{len(bonds) + j + 1} 1 {4 * m + j + 1} {4 * m + j + 2}" for j in range(3)]
-        angles += [f"{len(angles) + 1} 1 {4 * m + 1} {4 * m + 2} {4 * m + 3}"]
-    path.write_text(
-        f"chains\n\n{len(atoms)} atoms\n2 atom types\n{len(bonds)} bonds\n1 bond types\n{len(angles)} angles\n"
-        "1 angle types\n\n0 16 xlo xhi\n0 16 ylo yhi\n0 16 zlo zhi\n\nMasses\n\n1 12.011\n2 1.008\n\n"
-        "Pair Coeffs\n\n1 0.066 3.5\n2 0.03 2.5\n\nAtoms # full\n\n" + "\n".join(atoms)
-        + "\n\nBonds\n\n" + "\n".join(bonds) + "\n\nAngles\n\n" + "\n".join(angles) + "\n"
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "special_bonds, settings",
     [
@@ -129,12 +111,11 @@ def _chains_data_file(path, rng):
         ("lj/coul 0.0 0.3 0.5 angle yes", PMESettings(accuracy=1e-8, special=(0.0, 0.3, 0.5), angle=True)),
     ],
 )
-def test_pme_with_the_special_weights_is_lammps_coulomb(tmp_path, special_bonds, settings):
+def test_pme_with_the_special_weights_is_lammps_coulomb(chains_data_file, tmp_path, special_bonds, settings):
     """1-2, 1-3 and 1-4 pairs weighted as LAMMPS' special_bonds (with and without `angle yes`, which here
     drops the 1-3 pairs of the chains' second angle that is not listed): torch-pme's Coulomb forces and
     energy equal LAMMPS' coul/long + pppm on the same frame."""
-    data_file = tmp_path / "chains.data"
-    _chains_data_file(data_file, np.random.default_rng(3))
+    data_file = chains_data_file
     dump = tmp_path / "forces.lammpstrj"
     lmp = start_lammps(log=tmp_path / "log.lammps")
     lmp.commands_list(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gnnmd.data import load_frames
-from gnnmd.data.graphs import GraphBuilder
+from gnnmd.data.graphs import DISTANCE, UNIT_VECTOR, GraphBuilder
 from gnnmd.models import build_model
 from gnnmd.models.checkpoint import load_model, save_checkpoint
 from gnnmd.train.augment import random_rotations, rotate_batch
@@ -102,8 +102,9 @@ def test_rotate_batch_is_consistent_with_a_rebuilt_graph(water):
     assert np.allclose(turned.pos.numpy(), water.positions[0] @ r.T, atol=1e-4)
     assert np.allclose(turned.cell[0].numpy(), water.cells[0] @ r.T, atol=1e-4)
     vec = turned.edge_vec.numpy()
-    assert np.allclose(turned.edge_attr[:, 4:7].numpy(), vec / np.linalg.norm(vec, axis=1, keepdims=True), atol=1e-5)
-    assert torch.equal(turned.edge_attr[:, :4], graph.edge_attr[:, :4])
+    units = turned.edge_attr[:, UNIT_VECTOR].numpy()
+    assert np.allclose(units, vec / np.linalg.norm(vec, axis=1, keepdims=True), atol=1e-5)
+    assert torch.equal(turned.edge_attr[:, : DISTANCE + 1], graph.edge_attr[:, : DISTANCE + 1])
 
 
 @pytest.mark.parametrize("family", ["mpnn", "eqforce"])

@@ -219,14 +219,17 @@ def test_repulsion_prior_is_in_both_paths_and_is_the_mixed_lj_wall(water):
     # the prior by hand: each pair of atoms of different molecules within the cutoff once
     graph = build_graph(water.topology, positions, cell, CUTOFF)
     sender, receiver = graph.edge_index
-    r = torch.as_tensor(graph.edge_attr[:, 3], dtype=torch.float64)
+    shifts = graph.edge_shift.double() @ torch.from_numpy(cell)
+    r = torch.linalg.vector_norm(
+        torch.from_numpy(positions)[sender] - torch.from_numpy(positions)[receiver] + shifts, dim=1
+    )
     x = torch.as_tensor(water.topology.node_features, dtype=torch.float64)
     other = torch.as_tensor(water.topology.molecules)[sender] != torch.as_tensor(water.topology.molecules)[receiver]
     eps = torch.sqrt(x[sender, 1] * x[receiver, 1])
     sigma = 0.5 * (x[sender, 2] + x[receiver, 2])
     by_hand = 0.5 * (2.0 * 4 * eps * (sigma / r) ** 12 * polynomial_envelope(r, CUTOFF, 6))[other].sum()
     assert float(by_hand) > 1.0  # O-O pairs inside the cutoff: the check is not empty
-    assert e_prior - e_plain == pytest.approx(float(by_hand), rel=1e-7)  # the graph holds float32 distances
+    assert e_prior - e_plain == pytest.approx(float(by_hand), rel=1e-9)  # distances in float64, as the model's
     e_tab, f_tab = tabulated(TabulatedNequIP(prior, intervals=4096), water.topology, positions, cell, skin=1.0)
     assert abs(e_tab - e_prior) < 1e-7 * abs(e_prior)
     assert np.abs(f_tab - f_prior).max() < 1e-6 * np.abs(f_prior).max()

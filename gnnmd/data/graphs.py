@@ -12,18 +12,36 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from gnnmd.data.topology import Topology
+from gnnmd.data.topology import Topology, special_neighbours
 
 # The edge layout, defined here only; every model takes its columns from these names.
-# the study's edge one-hot: another molecule (or no bond path) | bonded (1-2) | same molecule 1-3
-EDGE_CLASSES = ("nonbonded", "bond", "angle")
-NONBONDED, BOND, ANGLE = range(len(EDGE_CLASSES))
+# the edge one-hot: another molecule (or no bond path) | bonded (1-2) | the ends of a listed angle (1-3) |
+# three bonds apart (1-4, the ends of a dihedral: what special_bonds' third weight scales)
+EDGE_CLASSES = ("nonbonded", "bond", "angle", "dihedral")
+NONBONDED, BOND, ANGLE, DIHEDRAL = range(len(EDGE_CLASSES))
 N_BOND_CLASSES = len(EDGE_CLASSES)
+# the study's three classes: a model made before the 1-4 class saw a 1-4 pair as nonbonded, and still does
+LEGACY_BOND_CLASSES = 3
 EDGE_ATTR_COLUMNS = (*EDGE_CLASSES, "distance", "ux", "uy", "uz")
 N_EDGE_FEATURES = len(EDGE_ATTR_COLUMNS)
 BOND_ONEHOT = slice(0, N_BOND_CLASSES)  # edge_attr[:, BOND_ONEHOT]: the bond-class one-hot
 DISTANCE = EDGE_ATTR_COLUMNS.index("distance")  # edge_attr[:, DISTANCE]: |r_j - r_i|
 UNIT_VECTOR = slice(EDGE_ATTR_COLUMNS.index("ux"), EDGE_ATTR_COLUMNS.index("uz") + 1)  # (r_j - r_i) / distance
+
+
+def model_onehot(edge_attr: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The bond-class one-hot as a model of `n_classes` classes sees it: the graph's own, or (a model made
+    before the 1-4 class) the first three with every later class counted as nonbonded."""
+    onehot = edge_attr[:, BOND_ONEHOT]
+    if n_classes == N_BOND_CLASSES:
+        return onehot
+    return torch.cat([onehot[:, :1] + onehot[:, n_classes:].sum(dim=1, keepdim=True), onehot[:, 1:n_classes]], dim=1)
+
+
+def model_class_ids(classes, n_classes: int):
+    """Integer bond classes (numpy or torch) as a model of `n_classes` classes sees them (model_onehot)."""
+    return classes if n_classes == N_BOND_CLASSES else classes * (classes < n_classes)
+
 
 # more neighbours per atom than this is taken as a mistaken cutoff rather than a request
 MAX_NEIGHBOURS_PER_ATOM = 20_000
@@ -82,6 +100,7 @@ class GraphBuilder:
         self.atom_type = torch.from_numpy(topology.types.astype(np.int64))
         self.bond_keys = _pair_keys(topology.bonds, n)
         self.angle_keys = _pair_keys(topology.angles[:, [0, 2]] if len(topology.angles) else topology.angles, n)
+        self.dihedral_keys = _pair_keys(special_neighbours(topology)[2], n)
 
     def edge_classes(
         self, i: np.ndarray, j: np.ndarray, distances: np.ndarray, nearest_only: bool = True
@@ -92,7 +111,7 @@ class GraphBuilder:
         n = self.topology.n_atoms
         keys = i * n + j
         classes = np.full(len(keys), NONBONDED, dtype=np.int64)
-        for label, table in ((BOND, self.bond_keys), (ANGLE, self.angle_keys)):
+        for label, table in ((BOND, self.bond_keys), (ANGLE, self.angle_keys), (DIHEDRAL, self.dihedral_keys)):
             if len(table) == 0:
                 continue
             # the tables are sorted: a binary search per edge (np.isin would sort all the edges' keys)

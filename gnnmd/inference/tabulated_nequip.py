@@ -13,7 +13,7 @@ import torch
 from e3nn import o3
 from torch.autograd.function import once_differentiable
 
-from gnnmd.data.graphs import N_BOND_CLASSES, NONBONDED
+from gnnmd.data.graphs import NONBONDED, model_class_ids
 from gnnmd.models import priors
 from gnnmd.models.layers import RadialTable
 from gnnmd.models.nequip import Interaction, NequIP, polynomial_envelope, repulsion_energy
@@ -189,15 +189,15 @@ def _radial_table(model, block, columns, factors, intervals: int, dtype) -> Radi
     tabulated in float64 and kept in `dtype`."""
     basis = copy.deepcopy(model.basis).double()
     radial = copy.deepcopy(block.radial).double()
-    cutoff, p = model.cutoff, model.envelope_p
+    cutoff, p, n_classes = model.cutoff, model.envelope_p, model.n_edge_classes
 
     def function(r, c):
-        onehot = torch.zeros(len(r), N_BOND_CLASSES, dtype=torch.float64)
+        onehot = torch.zeros(len(r), n_classes, dtype=torch.float64)
         onehot[:, c] = 1.0
         weights = radial(torch.cat([basis(r), onehot], dim=1))[:, columns]
         return weights * (polynomial_envelope(r, cutoff, p)[:, None] * factors)
 
-    return RadialTable(function, N_BOND_CLASSES, cutoff, intervals, dtype)
+    return RadialTable(function, n_classes, cutoff, intervals, dtype)
 
 
 class Pairs:
@@ -446,6 +446,8 @@ class TabulatedNequIP:
         }
 
     def pairs(self, i, j, pair_class, shift_vectors, weight=None) -> Pairs:
+        """The pairs of a force call, their bond classes as the model sees them (model_class_ids)."""
+        pair_class = model_class_ids(pair_class, self.model.n_edge_classes)
         return Pairs(i, j, pair_class, shift_vectors, self.layers[0].table.rows_per_class, self.chunk, weight)
 
     def energy(self, atoms: dict, pos: torch.Tensor, pairs: Pairs, strain: torch.Tensor | None = None) -> torch.Tensor:
@@ -476,6 +478,7 @@ class TabulatedNequIP:
             return None
         row, known = atoms["row"], atoms["known"]
         fitted = (known[i] & known[j]).to(model.core_radius.dtype)[:, None]
+        pair_class = model_class_ids(pair_class, model.n_edge_classes)
         index = (torch.stack([row[i], row[j]], 1), torch.stack([row[j], row[i]], 1), pair_class[:, None])
         return model.core_radius[index] * fitted, model.stretch_radius[index] * fitted
 

@@ -50,6 +50,12 @@ class ForceModel(nn.Module):
         return None
 
     @property
+    def n_edge_classes(self) -> int:
+        """How many bond classes the model tells apart (gnnmd.data.graphs.model_onehot); its checkpoint
+        records it, and one made before the 1-4 class has three."""
+        return int(self.hyper["edge_classes"])
+
+    @property
     def cutoff(self) -> float:
         """The graph cutoff (A): owned by the model, written in its checkpoint; graphs are built with it."""
         return float(self.hyper["cutoff"])

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import gnnmd
+from gnnmd.data.graphs import LEGACY_BOND_CLASSES
 from gnnmd.files import atomic_write, file_sha256
 from gnnmd.models import MODELS, build_model
 from gnnmd.models.electrostatics import PMESettings, current_config
@@ -134,6 +135,7 @@ def _upgrade(payload: dict, path) -> dict:
     """An older payload in format-3 form: one cutoff (format 1 and 2 kept a copy beside the hyper-parameters;
     format-1 mpnn hyper-parameters could lack it), checked; PME settings in today's names and form."""
     payload["hyper"] = dict(payload["hyper"])
+    payload["hyper"].setdefault("edge_classes", LEGACY_BOND_CLASSES)  # made before the 1-4 class
     stored = payload.pop("cutoff", None)
     if payload["hyper"].get("cutoff") is None:
         payload["hyper"]["cutoff"] = stored

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch_geometric.nn.norm import GraphNorm
 
-from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES
+from gnnmd.data.graphs import N_BOND_CLASSES, model_onehot
 from gnnmd.data.topology import N_NODE_FEATURES
 from gnnmd.models.base import ForceModel
 from gnnmd.models.layers import MLP, GaussianBasis, cosine_envelope, graph_index, sum_to_receivers
@@ -56,13 +56,15 @@ class EqForce(ForceModel):
         layers: int = 3,
         radial: int = 16,
         dropout: float = 0.0,
+        edge_classes: int = N_BOND_CLASSES,
     ):
         super().__init__(
-            cutoff=float(cutoff), hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout
-        )
+            cutoff=float(cutoff), hidden=hidden, mlp_layers=mlp_layers, layers=layers, radial=radial, dropout=dropout,
+            edge_classes=int(edge_classes),
+        )  # fmt: skip
         self.basis = GaussianBasis(radial, self.cutoff)
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout)
-        self.edge_encoder = MLP(N_BOND_CLASSES + radial, hidden, hidden, mlp_layers, dropout)
+        self.edge_encoder = MLP(self.n_edge_classes + radial, hidden, hidden, mlp_layers, dropout)
         self.layers = nn.ModuleList(InvariantLayer(hidden, mlp_layers, dropout) for _ in range(layers))
         self.edge_head = MLP(3 * hidden, 1, hidden, mlp_layers, dropout)
 
@@ -72,7 +74,8 @@ class EqForce(ForceModel):
         vectors = batch.edge_vec  # r_j - r_i (+ image shift): from i towards j
         distance = vectors.norm(dim=1)
         envelope = cosine_envelope(distance, self.cutoff)
-        edge = self.edge_encoder(torch.cat([batch.edge_attr[:, BOND_ONEHOT], self.basis(distance)], dim=1))
+        onehot = model_onehot(batch.edge_attr, self.n_edge_classes)
+        edge = self.edge_encoder(torch.cat([onehot, self.basis(distance)], dim=1))
         x = self.node_encoder(batch.x)
         for layer in self.layers:
             x = layer(x, edge, envelope, batch.edge_index, graph)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch_geometric.nn.norm import GraphNorm
 
-from gnnmd.data.graphs import BOND_ONEHOT, DISTANCE, N_BOND_CLASSES, N_EDGE_FEATURES
+from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES, N_EDGE_FEATURES, model_onehot
 from gnnmd.data.topology import N_NODE_FEATURES
 from gnnmd.models.base import ForceModel
 from gnnmd.models.layers import MLP, GaussianBasis, graph_index, sum_to_receivers
@@ -62,26 +62,29 @@ class MPNN(ForceModel):
         dropout: float = 0.1,
         cutoff: float = 3.4,
         radial: int = 0,
+        edge_classes: int = N_BOND_CLASSES,
     ):
         super().__init__(
-            hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=float(cutoff), radial=radial
-        )
+            hidden=hidden, mlp_layers=mlp_layers, layers=layers, dropout=dropout, cutoff=float(cutoff), radial=radial,
+            edge_classes=int(edge_classes),
+        )  # fmt: skip
         self.basis = GaussianBasis(radial, float(cutoff)) if radial else None
-        n_edge = N_EDGE_FEATURES - 1 + (radial or 1)  # the distance column, raw or expanded
+        n_geometric = N_EDGE_FEATURES - BOND_ONEHOT.stop - 1 + (radial or 1)  # the distance, raw or expanded
+        n_edge = self.n_edge_classes + n_geometric
         self.node_encoder = MLP(N_NODE_FEATURES, hidden, hidden, mlp_layers, dropout, he_init=True)
         self.edge_encoder = MLP(n_edge, hidden, hidden, mlp_layers, dropout, he_init=True)
-        self.edge_encoder_geometric = MLP(n_edge - N_BOND_CLASSES, hidden, hidden, mlp_layers, dropout, he_init=True)
+        self.edge_encoder_geometric = MLP(n_geometric, hidden, hidden, mlp_layers, dropout, he_init=True)
         self.layers = nn.ModuleList(MessageLayer(hidden, mlp_layers, dropout) for _ in range(layers))
         self.decoder = MLP(hidden, 3, hidden, mlp_layers, dropout, he_init=True)
 
     def forward(self, batch) -> dict:
         graph = graph_index(batch)
         x = self.node_encoder(batch.x)
-        attr = batch.edge_attr
+        geometric = batch.edge_attr[:, BOND_ONEHOT.stop :]  # distance, then the unit vector
         if self.basis is not None:
-            attr = torch.cat([attr[:, :DISTANCE], self.basis(attr[:, DISTANCE]), attr[:, DISTANCE + 1 :]], dim=1)
-        edge_full = self.edge_encoder(attr)
-        edge_geometric = self.edge_encoder_geometric(attr[:, BOND_ONEHOT.stop :]) if len(self.layers) > 1 else None
+            geometric = torch.cat([self.basis(geometric[:, 0]), geometric[:, 1:]], dim=1)
+        edge_full = self.edge_encoder(torch.cat([model_onehot(batch.edge_attr, self.n_edge_classes), geometric], dim=1))
+        edge_geometric = self.edge_encoder_geometric(geometric) if len(self.layers) > 1 else None
         for k, layer in enumerate(self.layers):
             if k == 0:
                 x = layer(x, edge_full, batch.edge_index, graph)

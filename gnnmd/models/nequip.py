@@ -39,7 +39,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
-from gnnmd.data.graphs import BOND_ONEHOT, N_BOND_CLASSES, NONBONDED
+from gnnmd.data.graphs import N_BOND_CLASSES, NONBONDED, model_onehot
 from gnnmd.data.topology import N_NODE_FEATURES, TYPE_MATCH_TOLERANCE
 from gnnmd.models import priors
 from gnnmd.models.base import ForceModel
@@ -163,6 +163,7 @@ class NequIP(ForceModel):
         core_strength: float = 1000.0,
         core_margin: float = 0.9,
         repulsion: float = 0.0,
+        edge_classes: int = N_BOND_CLASSES,
     ):
         if l_max not in (1, 2):
             raise ValueError(f"l_max must be 1 or 2, got {l_max}")
@@ -179,6 +180,7 @@ class NequIP(ForceModel):
             core_strength=float(core_strength),
             core_margin=float(core_margin),
             repulsion=float(repulsion),
+            edge_classes=int(edge_classes),
         )
         self.envelope_p = int(envelope_p)
         self.embedding = nn.Sequential(nn.Linear(N_NODE_FEATURES, channels), nn.SiLU(), nn.Linear(channels, channels))
@@ -190,7 +192,7 @@ class NequIP(ForceModel):
         irreps = o3.Irreps(f"{channels}x0e")
         blocks = []
         for _ in range(layers):
-            block = Interaction(irreps, self.irreps_sh, target, n_basis + N_BOND_CLASSES, radial_hidden)
+            block = Interaction(irreps, self.irreps_sh, target, n_basis + self.n_edge_classes, radial_hidden)
             blocks.append(block)
             irreps = block.irreps_out
         self.interactions = nn.ModuleList(blocks)
@@ -204,8 +206,8 @@ class NequIP(ForceModel):
         self.register_buffer("type_scale", torch.ones(MAX_TYPES))
         self.register_buffer("type_shift", torch.zeros(MAX_TYPES))
         # wall radii per (receiver type, sender type, bond class); 0 = no wall
-        self.register_buffer("core_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
-        self.register_buffer("stretch_radius", torch.zeros(MAX_TYPES, MAX_TYPES, N_BOND_CLASSES))
+        self.register_buffer("core_radius", torch.zeros(MAX_TYPES, MAX_TYPES, self.n_edge_classes))
+        self.register_buffer("stretch_radius", torch.zeros(MAX_TYPES, MAX_TYPES, self.n_edge_classes))
 
     @property
     def core_strength(self) -> float:
@@ -318,7 +320,7 @@ class NequIP(ForceModel):
         shifts = torch.einsum("ek,ekl->el", batch.edge_shift.to(dtype), cell[graph[receiver]])
         vectors = pos[sender] - pos[receiver] + shifts
         energies = self.atomic_energies(
-            batch.x.to(dtype), batch.edge_attr[:, BOND_ONEHOT].to(dtype), vectors, sender, receiver
+            batch.x.to(dtype), model_onehot(batch.edge_attr, self.n_edge_classes).to(dtype), vectors, sender, receiver
         )
         pairs = self.pair_energies(batch, pos, cell, graph)
         if pairs is not None:

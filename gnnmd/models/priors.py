@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from gnnmd.data.graphs import BOND_ONEHOT, DISTANCE, N_BOND_CLASSES, GraphBuilder, neighbor_list
+from gnnmd.data.graphs import BOND_ONEHOT, DISTANCE, N_BOND_CLASSES, GraphBuilder, model_class_ids, neighbor_list
 from gnnmd.data.topology import TYPE_MATCH_TOLERANCE
 
 MAX_TYPES = 16  # capacity of the per-type tables (fixed, so checkpoints load into a fresh model)
@@ -27,17 +27,20 @@ def wall_terms(core, stretch, r: torch.Tensor) -> torch.Tensor:
     return torch.relu(core - r) ** 3 + stretched**3
 
 
-def distance_range(frames, atom_key: np.ndarray, n_keys: int, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """(shortest, longest) edge length over every frame's graph, each (n_keys, n_keys, bond classes) by
-    (receiver key, sender key, class); inf / -inf where no edge was seen. `atom_key`: each atom's key."""
-    shortest = np.full((n_keys, n_keys, N_BOND_CLASSES), np.inf)
-    longest = np.full((n_keys, n_keys, N_BOND_CLASSES), -np.inf)
+def distance_range(
+    frames, atom_key: np.ndarray, n_keys: int, cutoff: float, n_classes: int = N_BOND_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """(shortest, longest) edge length over every frame's graph, each (n_keys, n_keys, n_classes) by
+    (receiver key, sender key, class as a model of n_classes sees it); inf / -inf where no edge was seen.
+    `atom_key`: each atom's key."""
+    shortest = np.full((n_keys, n_keys, n_classes), np.inf)
+    longest = np.full((n_keys, n_keys, n_classes), -np.inf)
     builder = GraphBuilder(frames.topology, cutoff)
     for k in range(len(frames)):
         graph = builder(frames.positions[k], frames.cells[k])
         attr = graph.edge_attr.double().numpy()
         index = (atom_key[graph.edge_index[1].numpy()], atom_key[graph.edge_index[0].numpy()])
-        index = (*index, attr[:, BOND_ONEHOT].argmax(axis=1))
+        index = (*index, model_class_ids(attr[:, BOND_ONEHOT].argmax(axis=1), n_classes))
         np.minimum.at(shortest, index, attr[:, DISTANCE])
         np.maximum.at(longest, index, attr[:, DISTANCE])
     return shortest, longest
@@ -103,7 +106,7 @@ def fit_scale_shift(model, frames, coulomb=None, indices=None, neighbour_frames:
         sample = np.unique(np.linspace(0, len(frames) - 1, min(neighbour_frames, len(frames))).astype(int))
         edges = sum(len(neighbor_list(frames.positions[k], frames.cells[k], model.cutoff)[0]) for k in sample)
         model.avg_num_neighbors.fill_(max(edges / (len(sample) * frames.topology.n_atoms), 1.0))
-    shortest, longest = distance_range(frames, key_of, len(keys), model.cutoff)
+    shortest, longest = distance_range(frames, key_of, len(keys), model.cutoff, model.n_edge_classes)
     _set_walls(model, _store_types(model, keys, scale, shift), shortest, longest)
     # the fallbacks for types not in the table: this data's overall values
     model.force_scale.fill_(overall)
@@ -137,7 +140,7 @@ def fit_walls(model, frames, strength: float | None = None, margin: float | None
         raise ValueError("none of these frames' atom types is in the model's type table")
     # one key per table row, so the distance table is indexed by row (unknown types: a spare last row)
     key_of = np.where(known.numpy(), table_row.numpy(), MAX_TYPES)
-    shortest, longest = distance_range(frames, key_of, MAX_TYPES + 1, model.cutoff)
+    shortest, longest = distance_range(frames, key_of, MAX_TYPES + 1, model.cutoff, model.n_edge_classes)
     shortest, longest = shortest[:MAX_TYPES, :MAX_TYPES], longest[:MAX_TYPES, :MAX_TYPES]
     _set_walls(model, list(range(MAX_TYPES)), shortest, longest)
     n = int(model.n_types)
