@@ -128,9 +128,9 @@ def current_config(config: dict) -> dict:
 def choose_pme_parameters(
     charges: np.ndarray,
     cell: np.ndarray,
-    accuracy: float = 1e-5,
-    real_space_cutoff: float = 8.0,
-    interpolation_nodes: int = 4,
+    accuracy: float = PMESettings.accuracy,
+    real_space_cutoff: float = PMESettings.real_space_cutoff,
+    interpolation_nodes: int = PMESettings.interpolation_nodes,
 ) -> dict:
     """Smearing and mesh spacing for a target RMS force error `accuracy` (in e^2/A^2, i.e. relative to
     the force between two unit charges 1 A apart, like LAMMPS' kspace accuracy), from torch-pme's error
@@ -178,12 +178,12 @@ class Electrostatics(torch.nn.Module):
         special_factors=None,
         smearing: float = 1.0,
         mesh_spacing: float = 0.5,
-        interpolation_nodes: int = 4,
-        real_space_cutoff: float = 8.0,
+        interpolation_nodes: int = PMESettings.interpolation_nodes,
+        real_space_cutoff: float = PMESettings.real_space_cutoff,
         accuracy: float | None = None,
         prefactor: float = COULOMB_CONSTANT,
         special=None,
-        angle: bool = True,
+        angle: bool = PMESettings.angle,
     ):
         super().__init__()
         import torchpme
