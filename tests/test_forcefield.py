@@ -178,3 +178,25 @@ def test_shipped_older_checkpoints_load_typed_with_their_old_pme_settings():
                                    real_space_cutoff=raw["electrostatics"]["cutoff"])  # fmt: skip
     assert info.force_field is None and read_info(shipped / "nequip-argon-finetuned" / "best.pt").pme is None
     assert read_info(shipped / "csnequip-pme-water-al-stress" / "best.pt").pme.special == (0.0, 0.0, 1.0)
+
+
+def test_stress_and_learn_on_an_import_without_a_force_field_are_one_line(water_run, argon_model, tmp_path, capsys):
+    """What needs a rerun of the reference (evaluate --stress, gnnmd learn) names the missing force field,
+    exit 2, no traceback (it was a KeyError 'protocol')."""
+    segment = water_run / "segment_000"
+    bare = tmp_path / "bare"
+    argv = ["import", "--data", str(segment / "system.data"), "--dump", str(segment / "frames.lammpstrj")]
+    assert main([*argv, "--out", str(bare)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--model", str(argon_model), "--data", str(bare), "--stress", "--allow-unknown-types"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "names no reference force field" in err and not out.exists()
+    other = tmp_path / "other.pt"
+    shutil.copyfile(argon_model, other)
+    torch.save({**torch.load(other, weights_only=True), "epoch": 1}, other)  # another file, same weights
+    learn = ["learn", "--data", str(bare), "--models", str(argon_model), str(other), "--out", str(tmp_path / "l")]
+    assert main([*learn, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "l").exists()

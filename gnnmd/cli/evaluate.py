@@ -57,8 +57,8 @@ def add_evaluate(sub) -> None:
     p.add_argument(
         "--stress",
         action="store_true",
-        help="energy models on a gnnmd-generated dataset: also the virial (pressure) against a LAMMPS rerun of "
-        "the frames with the dataset's force field",
+        help="energy models: also the virial (pressure) against a LAMMPS rerun of the frames with the dataset's "
+        "reference force field (a generated dataset's, or an import's --log/--forcefield)",
     )
     p.add_argument(
         "--lj-tail",
@@ -78,6 +78,10 @@ def run_evaluate(args) -> int:
 
     set_threads(args.threads)
     out, plot = output_paths(args)  # checked before the evaluation runs
+    if args.stress:  # its reference is a rerun with the dataset's force field: one it must name
+        from gnnmd.lammps.label import reference_force_field
+
+        reference_force_field(args.data)
     first = args.model[0]
     if len(args.model) > 1:
         from gnnmd.inference.committee import evaluate_committee
