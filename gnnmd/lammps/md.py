@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gnnmd.data.reader import read_topology
+from gnnmd.data.reader import DataError, read_topology
 from gnnmd.devices import resolve_device
 from gnnmd.files import FolderLock, atomic_write_text
 from gnnmd.inference.committee import CommitteeForces
@@ -513,6 +513,15 @@ def _density(topology, volume: float | None) -> float | None:
     return float(np.asarray(topology.table_masses)[topology.types].sum() / volume * 1.66053907)
 
 
+def _file_density(data_file: Path, volume: float | None) -> float | None:
+    """_density of a data file's system; None for one gnnmd cannot read without its Pair Coeffs (a CG
+    system for pair_style table, whose coefficients come from the force field)."""
+    try:
+        return _density(read_topology(data_file), volume)
+    except DataError:
+        return None
+
+
 def _committee_record(deviations: list, failed_at: int | None, out: Path) -> dict:
     """A committee run's force deviation: per step into deviation.txt (step, max and mean over atoms,
     kcal/mol/A), and its summary."""
@@ -594,7 +603,7 @@ def run_lammps_md(
         **_run_record(n_atoms, run, failed_at, seconds),
         "threads": threads,
         **statistics,
-        "mean_density_g_cm3": _density(read_topology(data_file), statistics["mean_volume"]),
+        "mean_density_g_cm3": _file_density(data_file, statistics["mean_volume"]),
         "failed_at_step": failed_at,
         "failure": failure,
     }
