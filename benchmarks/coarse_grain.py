@@ -75,8 +75,8 @@ def main() -> None:
     frames = load_cg_frames(work / "cg")
     fit = fit_cg(frames, cutoff=args.cutoff, spacing=args.spacing)
     record = write_fit(fit, frames, work / "fit", overwrite=True, source={"dataset": str(work / "cg")})
-    cell = md_data_file(frames, work / "fit" / "md.data")
-    cg_md = run_lammps_md(work / "fit" / "md.data", ForceField.read(work / "fit" / "cg.ff"), args.steps,
+    cell = md_data_file(frames, work / "md.data")
+    cg_md = run_lammps_md(work / "md.data", ForceField.read(work / "fit" / "cg.ff"), args.steps,
                           work / "cg_md", timestep=args.timestep, ensemble="nvt", temperature=temperature,
                           dump_every=max(1, args.steps // 200), threads=args.threads, overwrite=True)  # fmt: skip
     atomistic = run_lammps_md(args.data / manifest["segments"][0]["data_file"], dataset_forcefield(args.data),
@@ -94,6 +94,7 @@ def main() -> None:
                      "cg_md_peak_g": g_md})  # fmt: skip
     write_results(
         args.out, "coarse_grain", rows, threads=args.threads, data=str(args.data), mapping=str(args.mapping),
+        data_protocol=manifest.get("protocol"),
         molecules=molecules, sites=int(frames.topology.n_atoms), frames=len(frames), temperature_K=temperature,
         fit={k: record[k] for k in ("cutoff", "spacing", "ridge", "rms_mapped_force", "rms_residual_force",
                                     "relative_residual", "rms_force_per_term", "bonds", "angles")},

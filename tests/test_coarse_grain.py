@@ -166,3 +166,20 @@ def test_mapping_errors_are_one_line_exit_2(water_run, tmp_path, capsys, types, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and str(mapping) in err
     assert not out.exists()
+
+
+def test_two_site_mapping_has_one_cg_bond_per_molecule(water_run, tmp_path):
+    """Sites OH1 (on O, forces of O and H1) and H2: bonded atoms across sites make one CG bond, no angle."""
+    mapping = tmp_path / "two.yaml"
+    mapping.write_text("molecules:\n  - name: water\n    types: [1, 2, 2]\n    sites:\n"
+                       "      - {name: A, atoms: [0, 1], placement: atom}\n      - {name: B, atoms: [2], placement: atom}\n")  # fmt: skip
+    coarse_grain(water_run, mapping, tmp_path / "cg")
+    atoms, sites = read_run(water_run, progress=False), load_cg_frames(tmp_path / "cg")
+    assert len(sites.topology.bonds) == 32 and len(sites.topology.angles) == 0
+    assert np.array_equal(sites.topology.bonds[:3], [[0, 1], [2, 3], [4, 5]])
+    forces = atoms.forces.astype(np.float64)
+    assert np.allclose(sites.forces[:, 0], forces[:, 0] + forces[:, 1], atol=1e-4)
+    assert np.allclose(sites.forces[:, 1], forces[:, 2])
+    assert list(sites.topology.table_masses) == pytest.approx([15.9994 + 1.008, 1.008])
+    (bond,) = bond_parameters(fit_cg(sites, cutoff=6.0, spacing=0.25))
+    assert 0.9 < bond["r0"] < 1.1  # the O-H2 distance: the A site sits on the O
