@@ -73,7 +73,7 @@ def test_com_mapping_sums_each_molecules_forces(water_run, cg_sets):
 def test_joint_fit_of_spcfw_finds_its_bond_and_angle(cg_sets):
     """Identity mapping: the O-H bond (529.581, 1.012) and H-O-H angle (37.95, 113.24) of SPC/Fw, fit
     jointly with pair splines that take up Lennard-Jones and Coulomb."""
-    fit = fit_cg(load_cg_frames(cg_sets / "identity"), cutoff=8.0, spacing=0.25)
+    fit = fit_cg(load_cg_frames(cg_sets / "identity"), cutoff=4.5, spacing=0.25)
     (bond,), (angle,) = bond_parameters(fit), angle_parameters(fit)
     assert bond["K"] == pytest.approx(529.581, rel=0.01) and bond["r0"] == pytest.approx(1.012, rel=0.002)
     assert angle["K"] == pytest.approx(37.95, rel=0.03) and angle["theta0"] == pytest.approx(113.24, abs=1.0)
@@ -119,12 +119,11 @@ def test_bond_and_angle_fit_recovers_known_terms_exactly(tmp_path):
 
 def test_exported_table_runs_in_lammps(cg_sets, tmp_path):
     frames = load_cg_frames(cg_sets / "com")
-    fit = fit_cg(frames, cutoff=6.0, spacing=0.25)
+    fit = fit_cg(frames, cutoff=4.5, spacing=0.25)
     record = write_fit(fit, frames, tmp_path / "fit")
     last = (tmp_path / "fit" / "cg.table").read_text().split()[-4:]
-    assert (
-        float(last[1]) == 6.0 and float(last[2]) == 0.0 and record["pairs"][0]["types"] == "W-W"
-    )  # energy 0 at the cutoff
+    assert float(last[1]) == 4.5 and float(last[2]) == 0.0  # energy 0 at the cutoff
+    assert record["pairs"][0]["types"] == "W-W"
     assert pair_force(fit, (0, 0), np.array([0.1]))[0] > 0  # repulsive below the closest pair seen
     summary = run_lammps_md(tmp_path / "fit" / "cg.data", ForceField.read(tmp_path / "fit" / "cg.ff"), 50,
                             tmp_path / "md", ensemble="nvt", temperature=300.0)  # fmt: skip
@@ -138,7 +137,7 @@ def test_cli_maps_and_fits(water_run, tmp_path, capsys):
     assert (
         main(["coarse-grain", "--data", str(water_run), "--mapping", str(tmp_path / "com.yaml"), "--out", str(cg)]) == 0
     )
-    assert main(["coarse-grain", "fit", "--data", str(cg), "--out", str(fit), "--cutoff", "6"]) == 0
+    assert main(["coarse-grain", "fit", "--data", str(cg), "--out", str(fit), "--cutoff", "4.5"]) == 0
     assert json.loads((fit / "fit.json").read_text())["sites"] == 32
     again = ["coarse-grain", "--data", str(water_run), "--mapping", str(tmp_path / "com.yaml"), "--out", str(cg)]
     assert main(again) == 2 and "--overwrite" in capsys.readouterr().err
@@ -146,6 +145,11 @@ def test_cli_maps_and_fits(water_run, tmp_path, capsys):
     (fit / "notes.txt").write_text("mine")
     assert main(["coarse-grain", "fit", "--data", str(cg), "--out", str(fit), "--overwrite"]) == 2
     assert (fit / "notes.txt").read_text() == "mine"
+
+
+def test_fit_refuses_a_cutoff_beyond_half_the_box(cg_sets):
+    with pytest.raises(ValueError, match="half the smallest box width"):
+        fit_cg(load_cg_frames(cg_sets / "com"), cutoff=6.0)
 
 
 @pytest.mark.parametrize(
@@ -181,5 +185,5 @@ def test_two_site_mapping_has_one_cg_bond_per_molecule(water_run, tmp_path):
     assert np.allclose(sites.forces[:, 0], forces[:, 0] + forces[:, 1], atol=1e-4)
     assert np.allclose(sites.forces[:, 1], forces[:, 2])
     assert list(sites.topology.table_masses) == pytest.approx([15.9994 + 1.008, 1.008])
-    (bond,) = bond_parameters(fit_cg(sites, cutoff=6.0, spacing=0.25))
+    (bond,) = bond_parameters(fit_cg(sites, cutoff=4.5, spacing=0.25))
     assert 0.9 < bond["r0"] < 1.1  # the O-H2 distance: the A site sits on the O

@@ -193,10 +193,21 @@ class CGFit:
     report: dict
 
 
+def _check_cutoff(frames: Frames, cutoff: float) -> None:
+    """Pairs are found by the minimum image: the cutoff must stay below half of every frame's box width."""
+    cells = frames.cells.astype(np.float64)
+    volume = np.abs(np.linalg.det(cells))
+    widths = [volume / np.linalg.norm(np.cross(cells[:, a], cells[:, b]), axis=1) for a, b in ((1, 2), (2, 0), (0, 1))]
+    half = 0.5 * float(np.min(widths))
+    if cutoff >= half:
+        raise ValueError(f"the pair cutoff {cutoff} A must be below half the smallest box width ({half:.2f} A)")
+
+
 def fit_cg(frames: Frames, cutoff: float = 10.0, spacing: float = 0.2, ridge: float = 1e-6) -> CGFit:
     """Force-match bonds, angles and pair splines jointly to the (CG) frames' forces (see the module)."""
     if cutoff <= spacing or spacing <= 0:
         raise ValueError(f"the cutoff ({cutoff}) must exceed the knot spacing ({spacing}) > 0")
+    _check_cutoff(frames, cutoff)
     terms = make_terms(frames, cutoff, spacing)
     columns, excluded = terms.layout(), _excluded(frames.topology)
     normal, rhs, total = np.zeros((columns, columns)), np.zeros(columns), 0.0
@@ -301,6 +312,8 @@ def fit_target(out, overwrite: bool) -> Path:
     """`out` as an absolute path, if it may be written: new, empty, or (with `overwrite`) holding only
     what `coarse-grain fit` writes."""
     out = Path(out).absolute()
+    if Path.cwd() == out or out in Path.cwd().parents:
+        raise ValueError(f"{out}: is the current folder or contains it; give --out a folder of its own")
     if " " in str(out):
         raise ValueError(f"{out}: LAMMPS cannot read a table whose path has spaces; choose another --out")
     if out.exists() and not out.is_dir():
