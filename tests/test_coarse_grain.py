@@ -187,3 +187,16 @@ def test_two_site_mapping_has_one_cg_bond_per_molecule(water_run, tmp_path):
     assert list(sites.topology.table_masses) == pytest.approx([15.9994 + 1.008, 1.008])
     (bond,) = bond_parameters(fit_cg(sites, cutoff=4.5, spacing=0.25))
     assert 0.9 < bond["r0"] < 1.1  # the O-H2 distance: the A site sits on the O
+
+
+def test_an_imported_dataset_maps_like_a_generated_one(water_run, cg_sets, tmp_path):
+    segment = water_run / "segment_000"
+    imported = tmp_path / "imported"
+    args = ["import", "--data", str(segment / "system.data"), "--dump", str(segment / "frames.lammpstrj")]
+    assert main([*args, "--units", "real", "--out", str(imported)]) == 0
+    coarse_grain(imported, cg_sets / "com.yaml", tmp_path / "cg")
+    mapped, generated = load_cg_frames(tmp_path / "cg"), load_cg_frames(cg_sets / "com")
+    first = generated.segments == 0
+    assert np.allclose(mapped.forces, generated.forces[first]) and np.allclose(
+        mapped.positions, generated.positions[first]
+    )
