@@ -8,12 +8,13 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gnnmd.cli import data, evaluate, learn, md, study, train
+    from gnnmd.cli import cg, data, evaluate, learn, md, study, train
 
     parser = argparse.ArgumentParser(prog="gnnmd", description="GNN force fields learned from LAMMPS MD")
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_generate(sub)
     data.add_import(sub)
+    cg.add_coarse_grain(sub)
     train.add_train(sub)
     train.add_finetune(sub)
     evaluate.add_evaluate(sub)

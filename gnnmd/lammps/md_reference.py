@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gnnmd.data.reader import read_topology
+from gnnmd.data.reader import DataError, read_topology
 from gnnmd.lammps.engine import load_system_commands, start_lammps
 from gnnmd.lammps.md_commands import dynamics_commands, set_up, timed_run
 from gnnmd.lammps.md_output import check_out, density, fresh_folder, run_record, write_summary
@@ -43,9 +43,18 @@ def run_lammps_md(data_file, forcefield, settings: MDSettings, out, threads: int
             **run_record(n_atoms, settings, failed_at, seconds),
             "threads": threads,
             **statistics,
-            "mean_density_g_cm3": density(read_topology(data_file), statistics["mean_volume"]),
+            "mean_density_g_cm3": _file_density(data_file, statistics["mean_volume"]),
             "failed_at_step": failed_at,
             "failure": failure,
         }
         write_summary(work, summary)
     return summary
+
+
+def _file_density(data_file: Path, volume: float | None) -> float | None:
+    """The density of a data file's system; None for one gnnmd cannot read without its Pair Coeffs (a CG
+    system for pair_style table, whose coefficients come from the force field)."""
+    try:
+        return density(read_topology(data_file), volume)
+    except DataError:
+        return None
