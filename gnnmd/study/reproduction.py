@@ -184,6 +184,7 @@ class Reproduction:
         self.run_steps("train on water", self.train_steps(), self.jobs)
         self.run_steps("fine-tune on argon", self.finetune_steps(), self.jobs)
         planned = self.evaluations()
+        self.evals.mkdir(parents=True, exist_ok=True)  # gnnmd evaluate writes only into a folder that exists
         self.run_steps("evaluate", self.evaluate_steps(planned), self.jobs)
         return self.write(self.rows(planned), minutes=(time.time() - started) / 60.0)
 
