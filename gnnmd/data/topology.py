@@ -102,3 +102,21 @@ def special_neighbours(topology: Topology, angle: bool = False) -> tuple[np.ndar
         listed = np.isin(levels[1][:, 0] * n + levels[1][:, 1], ends[:, 0] * n + ends[:, 1])
         levels[1] = levels[1][listed]
     return levels[0], levels[1], levels[2]
+
+
+def molecule_topology(topology: Topology, molecule: int) -> tuple[Topology, np.ndarray]:
+    """(the topology of one molecule alone, the atom numbers it had in `topology`): its atoms in order,
+    its bonds and angles renumbered, the type table kept whole."""
+    atoms = np.flatnonzero(np.asarray(topology.molecules) == molecule)
+    if len(atoms) == 0:
+        raise ValueError(f"the system has no molecule {molecule}")
+    new = np.full(topology.n_atoms, -1, dtype=np.int64)
+    new[atoms] = np.arange(len(atoms))
+
+    def inside(table: np.ndarray) -> np.ndarray:
+        table = np.asarray(table, dtype=np.int64)
+        return new[table[np.all(new[table] >= 0, axis=1)]] if len(table) else table
+
+    per_atom = {f: getattr(topology, f)[atoms] for f in ("types", "charges", "epsilon", "sigma", "molecules")}
+    table = {f.name: getattr(topology, f.name) for f in fields(topology) if f.name.startswith("table_")}
+    return Topology(**per_atom, bonds=inside(topology.bonds), angles=inside(topology.angles), **table), atoms
