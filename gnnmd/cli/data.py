@@ -43,13 +43,13 @@ def add_generate(sub) -> None:
     )
     p.add_argument("--frames", type=int, help="frames in all (a multiple of --segments)")
     p.add_argument("--segments", type=int, help="independent runs, each with its own seed (and temperature for water)")
-    p.add_argument("--molecules", type=int, help="water molecules (water, big-water)")
+    p.add_argument("--molecules", type=int, help="water molecules (water, big-water); molecules of a custom liquid")
     p.add_argument("--atoms", type=int, help="argon atoms (argon, argon-train)")
     p.add_argument("--box", type=float, nargs=3, metavar=("LX", "LY", "LZ"), help="starting box lengths, A")
     p.add_argument(
         "--temperature",
         type=_temperature,
-        help="K: water T or TMIN:TMAX drawn per segment; argon TARGET or START:TARGET",
+        help="K: water and custom liquids T or TMIN:TMAX drawn per segment; argon TARGET or START:TARGET",
     )
     p.add_argument("--timestep", type=float, help="fs")
     p.add_argument("--stride", type=int, help="dump every this many steps")

@@ -185,6 +185,8 @@ LIQUIDS = ("custom", *PRESETS)
 
 
 def _box(molecule: Molecule, count: int, density: float | None, box) -> tuple[float, float, float]:
+    if box is not None and density is not None:
+        raise ValueError("give the starting box by --density or by --box, not both")
     if box is not None:
         return tuple(float(b) for b in box)
     if density is None or not density > 0:
@@ -210,10 +212,13 @@ def _data_file(path: Path, forcefield: Path) -> tuple[int, dict[int, float], dic
             continue
         if words[0][0].isalpha():
             section = words[0]
-        elif section is None and len(words) >= 2 and words[-1] in ("atoms", "types"):
-            header[" ".join(words[1:])] = int(words[0])
-        elif section == "Masses":
-            masses[int(words[0])] = float(words[1])
+        try:
+            if section is None and len(words) >= 2 and words[-1] in ("atoms", "types"):
+                header[" ".join(words[1:])] = int(words[0])
+            elif section == "Masses":
+                masses[int(words[0])] = float(words[1])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}: cannot read {raw.strip()!r} (type labels are not supported)") from None
     if "atoms" not in header or "atom types" not in header:
         raise ValueError(f"{path}: not a LAMMPS data file (no 'N atoms' and 'N atom types' header lines)")
     types = set(range(1, header["atom types"] + 1))
