@@ -152,6 +152,7 @@ def test_a_type_without_mass(tmp_path, capsys):
         ("pair_coeff      2 2 0.030 2.50", "pair_coeff      2 2 abc 2.50", "line 10"),  # LAMMPS refuses it
         ("special_bonds   lj/coul 0.0 0.0 0.5", "special_bonds   lj/coul 0.0 0.5", "special_bonds"),  # gnnmd
         ("dihedral_coeff  1 0.0 0.0 0.300 0.0", "dihedral_coeff  1 0.0 0.0", "line 18"),
+        ("dihedral_style  opls", "", "sets no dihedral_style"),  # LAMMPS would drop the dihedrals silently
     ],
 )
 def test_a_force_field_with_a_syntax_problem(tmp_path, capsys, old, new, said):
@@ -176,3 +177,23 @@ def test_liquid_options_are_refused_for_study_systems(tmp_path, capsys):
     out = tmp_path / "water"
     err = _refused(["generate", "water", "--out", str(out), "--density", "1.0"], capsys)
     assert "--density" in err and not out.exists()
+
+
+def test_masses_from_the_molecule_file(tmp_path):
+    """No `mass` in the force field: the molecule file's Masses section gives them, and the dataset
+    folder keeps only gnnmd's own files."""
+    forcefield = tmp_path / "no-masses.ff"
+    forcefield.write_text("".join(line + "\n" for line in lammps_input("oplsaa_ethane.ff").read_text().splitlines()
+                                  if not line.startswith("mass")))  # fmt: skip
+    molecule = tmp_path / "ethane.mol"
+    masses = "\nMasses\n\n1 12.011\n2 12.011\n" + "".join(f"{k} 1.008\n" for k in range(3, 9))
+    molecule.write_text(lammps_input("ethane.mol").read_text() + masses)
+    out = tmp_path / "out"
+    args = _custom(out, "--molecule", str(molecule), "--forcefield", str(forcefield), "--molecules", "4")
+    assert main([*args, "--density", "0.5", "--temperature", "180", "--frames", "2", "--segments", "1",
+                 "--stride", "5", "--equil-steps", "0", "--threads", "1", "--no-progress"]) == 0  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [t["mass"] for t in manifest["type_table"]] == [12.011, 1.008]
+    assert sorted(p.name for p in (out / "segment_000").iterdir()) == [
+        "energy.txt", "frames.lammpstrj", "log.lammps", "system.data"
+    ]  # fmt: skip

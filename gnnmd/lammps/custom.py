@@ -212,6 +212,7 @@ def _data_file(path: Path, forcefield: Path) -> tuple[int, dict[int, float], dic
             continue
         if words[0][0].isalpha():
             section = words[0]
+            continue
         try:
             if section is None and len(words) >= 2 and words[-1] in ("atoms", "types"):
                 header[" ".join(words[1:])] = int(words[0])
@@ -275,6 +276,11 @@ def _from_molecule(molecule, count, density, box, common) -> LiquidProtocol:
     if count is None or count < 1:
         raise ValueError(f"give --molecules N (a positive number of molecules to insert), got {count}")
     types = type_counts(Path(common["forcefield"]), parsed)
+    for name in TOPOLOGY:  # LAMMPS would run them without a style, silently leaving their forces out
+        style = f"{name[:-1]}_style"
+        if parsed.topology[name] and not _commands(Path(common["forcefield"]), style):
+            raise ValueError(f"{common['forcefield']}: sets no {style}, but {path} has {name}; "
+                             f"add one (`{style} zero` to leave them out)")  # fmt: skip
     masses = type_masses(Path(common["forcefield"]), parsed, set(range(1, types["atom"] + 1)), path)
     parsed = replace(parsed, masses={a: masses[t] for a, t in parsed.types.items()})
     start = _box(parsed, count, density, box)
@@ -326,6 +332,7 @@ def liquid_variables(protocol: LiquidProtocol, seed: int, folder: Path) -> dict:
         ndihedraltypes=counts.get("dihedral", 0), nimpropertypes=counts.get("improper", 0),
         nbonds=room["bonds"], nangles=room["angles"], ndihedrals=room["dihedrals"], nimpropers=room["impropers"],
         nspecial=room["special"],
+        setmasses="yes" if _needs_masses(protocol) else "no",
         masses=folder / "masses.in" if _needs_masses(protocol) else "none",
         forcefield=Path(protocol.forcefield), seed=seed, tmin=protocol.temperature[0], tmax=protocol.temperature[1],
         ensemble=protocol.ensemble, press=protocol.pressure, tdamp=protocol.tdamp, pdamp=protocol.pdamp,
