@@ -197,3 +197,10 @@ def test_masses_from_the_molecule_file(tmp_path):
     assert sorted(p.name for p in (out / "segment_000").iterdir()) == [
         "energy.txt", "frames.lammpstrj", "log.lammps", "system.data"
     ]  # fmt: skip
+
+
+def test_too_dense_a_start_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "dense"
+    err = _refused(["generate", "ethane", "--out", str(out), "--molecules", "8", "--density", "5"], capsys)
+    assert "instead of 64" in err and "--density" in err
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its .partial work folder

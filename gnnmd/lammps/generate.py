@@ -231,9 +231,10 @@ def run_segment(
         if isinstance(variables.get("masses"), Path):
             variables["masses"].unlink(missing_ok=True)  # the log echoes the masses; the folder keeps only its own
     if result["natoms"] != protocol.atoms:
+        hint = "; a lower --density or a larger --box helps" if liquid else ""
         raise RuntimeError(
             f"LAMMPS placed {result['natoms']} atoms instead of {protocol.atoms} (box {protocol.box} too small "
-            f"for random insertion? a lower --density or a larger --box helps); see {folder / 'log.lammps'}"
+            f"for random insertion?{hint}); see {folder / 'log.lammps'}"
         )
     return {
         "seed": seed,
