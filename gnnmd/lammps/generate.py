@@ -1,4 +1,5 @@
-"""`gnnmd generate`: datasets of the reference study's four systems, made by running LAMMPS.
+"""`gnnmd generate`: datasets of the reference study's four systems, or of your own liquid (custom.py),
+made by running LAMMPS.
 
 A dataset is a directory: one sub-directory per independent segment (its LAMMPS data file, dump,
 energies and log), manifest.json (system, every parameter, seeds, LAMMPS version, frame count) and
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from gnnmd import __version__
 from gnnmd.data.dataset_folder import dataset_target, write_dataset
 from gnnmd.data.forcefield import ForceField
+from gnnmd.lammps.custom import LiquidProtocol, check_force_field, liquid_variables, write_masses
 from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
 from gnnmd.progress import hidden
 
@@ -203,25 +205,36 @@ def segment_variables(protocol: Protocol, seed: int, folder: Path) -> dict:
     return variables
 
 
-def run_segment(protocol: Protocol, k: int, seed: int, work: Path, threads: int, progress: bool) -> dict:
+def run_segment(
+    protocol: Protocol | LiquidProtocol, k: int, seed: int, work: Path, threads: int, progress: bool
+) -> dict:
     """Run segment k with LAMMPS into work/segment_kkk; its manifest entry."""
     folder = work / f"segment_{k:03d}"
     folder.mkdir()
     total_steps = protocol.equil_steps + (protocol.frames_per_segment - 1) * protocol.stride
-    result = run_input(
-        lammps_input(protocol.input_file),
-        segment_variables(protocol, seed, folder),
-        folder / "log.lammps",
-        total_steps,
-        desc=f"segment {k + 1}/{protocol.segments}",
-        threads=threads,
-        progress=progress,
-        read_variables=("temp",) if protocol.input_file == "water.lmp" else (),
-    )
+    liquid = isinstance(protocol, LiquidProtocol)
+    variables = liquid_variables(protocol, seed, folder) if liquid else segment_variables(protocol, seed, folder)
+    if isinstance(variables.get("masses"), Path):
+        write_masses(protocol, variables["masses"])
+    try:
+        result = run_input(
+            lammps_input(protocol.input_file),
+            variables,
+            folder / "log.lammps",
+            total_steps,
+            desc=f"segment {k + 1}/{protocol.segments}",
+            threads=threads,
+            progress=progress,
+            read_variables=("temp",) if protocol.input_file in ("water.lmp", "liquid.lmp") else (),
+        )
+    finally:
+        if isinstance(variables.get("masses"), Path):
+            variables["masses"].unlink(missing_ok=True)  # the log echoes the masses; the folder keeps only its own
     if result["natoms"] != protocol.atoms:
+        hint = "; a lower --density or a larger --box helps" if liquid else ""
         raise RuntimeError(
             f"LAMMPS placed {result['natoms']} atoms instead of {protocol.atoms} (box {protocol.box} too small "
-            f"for random insertion?); see {folder / 'log.lammps'}"
+            f"for random insertion?{hint}); see {folder / 'log.lammps'}"
         )
     return {
         "seed": seed,
@@ -234,21 +247,26 @@ def run_segment(protocol: Protocol, k: int, seed: int, work: Path, threads: int,
     }
 
 
-def generate(protocol: Protocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True) -> dict:
+def generate(
+    protocol: Protocol | LiquidProtocol, out: Path, overwrite: bool = False, threads: int = 2, progress: bool = True
+) -> dict:
     """Run every segment with LAMMPS into a fresh folder, read the frames back, write the manifest.
 
     Work happens in a hidden sibling folder (`.NAME.partial`) that replaces `out` only when complete, so a
     failed or interrupted run never damages an existing dataset; `out` is replaced only with `overwrite`,
     and only if gnnmd made it. An OS lock keeps a second writer out."""
     out = dataset_target(out, overwrite, check_lammps_path)  # refused before anything is written
+    if isinstance(protocol, LiquidProtocol):
+        check_force_field(protocol)  # a line LAMMPS cannot take: one error naming it, before any run
     return write_dataset(out, lambda work: _generate_into(protocol, work, threads, progress))
 
 
-def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool) -> dict:
+def _generate_into(protocol: Protocol | LiquidProtocol, work: Path, threads: int, progress: bool) -> dict:
     """Every segment, the frames read back and the manifest, in `work`."""
     from gnnmd.data.frames_cache import frames_record
     from gnnmd.data.reader import read_run
 
+    force_field = _force_field(protocol)  # read before the runs: the file they use
     seeds = np.random.default_rng(protocol.seed).integers(1, 900_000_000, size=protocol.segments)
     started = time.time()
     outer = tqdm(
@@ -263,7 +281,7 @@ def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool)
         "system": protocol.system,
         "protocol": asdict(protocol),
         "lammps_input": protocol.input_file,
-        "force_field": ForceField.shipped(protocol.forcefield).to_dict(),
+        "force_field": force_field.to_dict(),
         "frames_per_segment": protocol.frames_per_segment,
         "segments": segments,
         "simulation_seconds": round(time.time() - started, 1),
@@ -279,3 +297,10 @@ def _generate_into(protocol: Protocol, work: Path, threads: int, progress: bool)
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
     frames.save(work / "frames.npz", meta=frames_record(work))  # the cache records its sources
     return manifest
+
+
+def _force_field(protocol: Protocol | LiquidProtocol) -> ForceField:
+    """The reference force field: the user's file for a custom liquid, else the shipped one."""
+    if isinstance(protocol, LiquidProtocol):
+        return ForceField.read(protocol.forcefield)
+    return ForceField.shipped(protocol.forcefield)
