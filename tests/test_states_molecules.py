@@ -241,3 +241,32 @@ def test_training_takes_the_force_fields_mixing_and_weights(chains_run, tmp_path
     assert info.hyper["mixing"] == "geometric" and info.hyper["special_lj"] == [0.0, 0.0, 0.5]
     assert model.special_lj == (0.0, 0.0, 0.5) and float(model.pair_edge) > 0.6
     assert json.loads((runs / "cs" / "config.json").read_text())["hyper"]["special_lj"] == [0.0, 0.0, 0.5]
+
+
+def test_lennard_jones_tail_mixes_by_the_models_force_field(chains_run, tmp_path):
+    """lj_tail.for_model: a nequip trained on the chains (geometric mixing) gets LAMMPS' own tail correction
+    with `pair_modify mix geometric` beyond its 4 A cutoff (Lorentz-Berthelot would be another); csnequip has
+    none to add, its pair part reaches pair_cutoff x sigma_ij."""
+    from gnnmd.inference.lj_tail import for_model
+    from gnnmd.models.nequip import NequIP
+
+    frames, data_file = load_frames(chains_run), chains_run.parent / "final.data"
+    values = []
+    for tail in ("no", "yes"):
+        lmp = start_lammps()
+        try:
+            lmp.commands_list(["units real", "atom_style full", "pair_style lj/cut 4.0", "bond_style harmonic",
+                               "angle_style harmonic", f"read_data {data_file}", "pair_coeff 1 1 0.066 3.5", "pair_coeff 2 2 0.03 2.5",
+                               f"pair_modify mix geometric tail {tail}", "thermo_style custom pe vol", "run 0"])  # fmt: skip
+            values.append([lmp.get_thermo(name) for name in ("pe", "vol")])
+        finally:
+            lmp.close()
+    force_field = ForceField.parse(CHAINS_FF, "chains.ff").to_dict()
+    path = save_checkpoint(tmp_path / "n.pt", NequIP(channels=4, layers=1, cutoff=4.0), force_field=force_field,
+                           type_table=frames.topology.type_table(), normalisation={"force_scale": 1.0})  # fmt: skip
+    tail = for_model(load_model(path)[1], frames.topology, float("inf"))
+    energy, volume = values[1][0] - values[0][0], values[0][1]
+    assert tail.energy(volume) == pytest.approx(energy, rel=1e-6) and energy < -0.1
+    csnequip = _checkpoint(_model(frames), frames, tmp_path / "cs.pt")
+    with pytest.raises(ValueError, match="csnequip's pair part reaches"):
+        for_model(load_model(csnequip)[1], frames.topology, float("inf"))
