@@ -231,7 +231,8 @@ def test_two_ranks_run_the_chains_as_one(chains_run, tmp_path):
 @pytest.mark.slow
 def test_training_takes_the_force_fields_mixing_and_weights(chains_run, tmp_path):
     """`gnnmd train --model csnequip` on the chains: 2 epochs, and the checkpoint's hyper-parameters are the
-    dataset's force field's: geometric mixing, special_bonds lj 0 0 0.5."""
+    dataset's force field's: geometric mixing, special_bonds lj 0 0 0.5; `gnnmd finetune` of a shipped model
+    on them too."""
     runs = tmp_path / "runs"
     args = ["train", "--data", str(chains_run), "--model", "csnequip", "--cutoff", "4.0", "--epochs", "2",
             "--hyper", "channels=8", "--hyper", "layers=1", "--hyper", "pair_cutoff=2.5", "--electrostatics", "pme",
@@ -241,6 +242,15 @@ def test_training_takes_the_force_fields_mixing_and_weights(chains_run, tmp_path
     assert info.hyper["mixing"] == "geometric" and info.hyper["special_lj"] == [0.0, 0.0, 0.5]
     assert model.special_lj == (0.0, 0.0, 0.5) and float(model.pair_edge) > 0.6
     assert json.loads((runs / "cs" / "config.json").read_text())["hyper"]["special_lj"] == [0.0, 0.0, 0.5]
+    # a fine-tune takes the new data's force field over its parent's settings (the shipped water model's:
+    # Lorentz-Berthelot, no pairs within a molecule, which these chains would be refused with)
+    parent = SHIPPED / "csnequip-pme-water" / "best.pt"
+    assert load_model(parent)[0].special_lj is None
+    args = ["finetune", "--from", str(parent), "--data", str(chains_run), "--epochs", "1", "--cutoff", "4.0",
+            "--runs-dir", str(runs), "--name", "ft", "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    info = load_model(runs / "ft" / "best.pt")[1]
+    assert info.hyper["mixing"] == "geometric" and info.hyper["special_lj"] == [0.0, 0.0, 0.5]
 
 
 def test_lennard_jones_tail_mixes_by_the_models_force_field(chains_run, tmp_path):
