@@ -168,14 +168,18 @@ def test_molecular_part_sees_the_1_4_edges(chains_run, monkeypatch):
     assert int(seen["onehot"][:, NONBONDED].sum()) == 0 and len(seen["onehot"]) == int((classes != NONBONDED).sum())
 
 
-def test_tabulated_md_forces_equal_the_network_on_chains(chains_run, tmp_path):
+@pytest.mark.parametrize("edge_classes", [4, 3])
+def test_tabulated_md_forces_equal_the_network_on_chains(chains_run, tmp_path, edge_classes):
     """The MD form (tables, Verlet lists, the special weights from the topology) gives the network's forces
-    and energy; the edge x_e of g is that of pairs that count (a 1-2 pair at r / sigma ~ 0.4 does not)."""
+    and energy; the edge x_e of g is that of pairs that count (a 1-2 pair at r / sigma ~ 0.4 does not). A
+    model of three edge classes (made before the 1-4 class) leaves 1-4 pairs out of its molecular part, their
+    walls too, in MD as in its forward."""
     frames = load_frames(chains_run)
-    model = _model(frames)
+    model = _model(frames, edge_classes=edge_classes)
     assert 0.6 < float(model.pair_edge) < 1.2
     # an untrained g continues below x_e with a kink the spline rounds off, and one frame's pair sits at x_e
     model.pair_edge.fill_(0.95 * float(model.pair_edge))
+    model.core_radius[:, :, NONBONDED] = 3.0  # would act on 1-4 pairs (2.2 to 3.9 A) taken for nonbonded ones
     path = _checkpoint(model, frames, tmp_path / "cs.pt")
     engines = [ModelForces(path, frames.topology, tabulate=t, precision="float64", skin=0.5) for t in (True, False)]
     for k in range(len(frames)):

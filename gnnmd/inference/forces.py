@@ -193,7 +193,13 @@ class ModelForces:
         distances = torch.from_numpy(verlet.distances).to(self.device)
         walls = self.engine.walls_within_reach(self.atoms, verlet.i, verlet.j, verlet.pair_class, distances,
                                                verlet.skin + 1e-3)  # fmt: skip
-        return None if walls is None else (walls[0], walls[1].to(self.dtype), walls[2].to(self.dtype))
+        if walls is None:
+            return None
+        near, core, stretch = walls
+        if self.pair_part is not None:  # csnequip's nequip: only the pairs within a molecule as its classes see them
+            inside = model_class_ids(verlet.pair_class.index_select(0, near), self.model.n_edge_classes) != NONBONDED
+            near, core, stretch = near[inside], core[inside], stretch[inside]
+        return near, core.to(self.dtype), stretch.to(self.dtype)
 
 
 class CoulombPart(torch.nn.Module):
