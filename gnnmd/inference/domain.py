@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gnnmd.data.graphs import NONBONDED, GraphBuilder
+from gnnmd.data.graphs import NONBONDED, GraphBuilder, model_class_ids
 from gnnmd.inference.forces import TABULATED_FAMILIES, check_types_known, model_dtype
 from gnnmd.inference.tabulated_nequip import TabulatedNequIP
 from gnnmd.inference.tabulated_states import TabulatedPairPart
@@ -49,9 +49,7 @@ class DomainForces:
         self.dtype = self.model.type_scale.dtype
         self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))
         # csnequip: its nequip on the pairs within a molecule, and its pair part on pairs of its own
-        self.pair_part = (
-            TabulatedPairPart(self.model, topology.node_features) if self.model.family == "csnequip" else None
-        )
+        self.pair_part = TabulatedPairPart(self.model, topology) if self.model.family == "csnequip" else None
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.cutoff, self.skin = float(self.model.cutoff), float(skin)
         self.layers = len(self.engine.layers)
@@ -125,9 +123,10 @@ class DomainForces:
         kept = _one_copy(positions, ids, nlocal, periodic)
         i, j, shifts, distances = self._pairs_needed(positions[kept], nlocal, cell, periodic)
         if self.pair_part is not None:  # its nequip sees the pairs within a molecule only
-            inside = self.builder.edge_classes(ids[kept][i], ids[kept][j], distances, nearest_only=False) != NONBONDED
+            classes = self.builder.edge_classes(ids[kept][i], ids[kept][j], distances, nearest_only=False)
+            inside = model_class_ids(classes, self.model.n_edge_classes) != NONBONDED
             i, j, shifts, distances = i[inside], j[inside], shifts[inside], distances[inside]
-            pi, pj, pshifts = self._pair_part_pairs(positions[kept], ids[kept], nlocal, cell, periodic)
+            pi, pj, pshifts, special = self._pair_part_pairs(positions[kept], ids[kept], nlocal, cell, periodic)
         else:
             pi = pj = np.zeros(0, dtype=np.int64)
         used = np.union1d(np.arange(nlocal), np.concatenate([i, j, pi, pj]))  # sorted: the local atoms come first
@@ -142,7 +141,8 @@ class DomainForces:
         self.weight = torch.from_numpy(0.5 * (local[i].astype(np.float64) + local[j])).to(self.dtype)
         if self.pair_part is not None:
             pi, pj = renumber[pi], renumber[pj]
-            weight = torch.from_numpy(0.5 * (local[pi].astype(np.float64) + local[pj])).to(self.dtype)
+            share = 0.5 * (local[pi].astype(np.float64) + local[pj])
+            weight = torch.from_numpy(share if special is None else share * special).to(self.dtype)
             self.pair_pairs = (torch.from_numpy(pi), torch.from_numpy(pj), torch.from_numpy(pshifts @ cell).to(self.dtype),
                                weight, torch.from_numpy(ids_used[pi]), torch.from_numpy(ids_used[pj]))  # fmt: skip
         index = torch.from_numpy(ids_used)
@@ -190,13 +190,18 @@ class DomainForces:
 
         atoms = np.flatnonzero(np.isin(ids, self.pair_part.atoms))
         if len(atoms) == 0:
-            return atoms, atoms, np.zeros((0, 3))
-        i, j, shifts = NeighborList(cutoff=self.pair_part.reach + self.skin, full_list=False).compute(
-            points=positions[atoms], box=cell, periodic=list(periodic), quantities="ijS"
+            return atoms, atoms, np.zeros((0, 3)), None
+        i, j, shifts, distances = NeighborList(cutoff=self.pair_part.reach + self.skin, full_list=False).compute(
+            points=positions[atoms], box=cell, periodic=list(periodic), quantities="ijSd"
         )
         i, j = atoms[i.view(np.int64)], atoms[j.view(np.int64)]
         keep = (i < nlocal) | (j < nlocal)
-        return i[keep], j[keep], shifts[keep].astype(np.float64)
+        i, j, shifts, distances = i[keep], j[keep], shifts[keep].astype(np.float64), distances[keep]
+        weights = self.pair_part.weights(ids[i], ids[j], distances)  # special_bonds', by atom id
+        if weights is None:
+            return i, j, shifts, None
+        keep = weights > 0
+        return i[keep], j[keep], shifts[keep], weights[keep]
 
 
 def _one_copy(positions: np.ndarray, ids: np.ndarray, nlocal: int, periodic) -> np.ndarray:

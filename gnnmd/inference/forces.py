@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-from gnnmd.data.graphs import GraphBuilder, VerletList
+from gnnmd.data.graphs import NONBONDED, GraphBuilder, VerletList, model_class_ids
 from gnnmd.data.topology import same_type
 from gnnmd.devices import resolve_device
 from gnnmd.inference.tabulated_nequip import TabulatedNequIP
@@ -102,7 +102,7 @@ class ModelForces:
             self.verlet = VerletList(self.builder, skin, self.device, self.dtype, molecular_only=states)
             self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features).to(self.device))
             if states:
-                self.pair_part = TabulatedPairPart(self.model, topology.node_features).to(self.device)
+                self.pair_part = TabulatedPairPart(self.model, topology).to(self.device)
                 self.pair_list = VerletList(self.builder, skin, self.device, self.dtype, self.pair_part.reach,
                                             atoms=self.pair_part.atoms)  # fmt: skip
 
@@ -149,6 +149,9 @@ class ModelForces:
             self._walls = self._wall_pairs()
         pos = torch.from_numpy(positions).to(self.device, self.dtype)
         near = verlet.within(pos, engine.cutoff)  # the list holds the pairs within cutoff + skin
+        if self.pair_part is not None:  # csnequip's nequip: the pairs within a molecule as its classes see them
+            classes = model_class_ids(verlet.pair_class.index_select(0, near), engine.model.n_edge_classes)
+            near = near[classes != NONBONDED]
         take = [t.index_select(0, near) for t in (verlet.i, verlet.j, verlet.pair_class, verlet.shift_vectors)]
         pairs = engine.pairs(*take[:3], take[3].to(self.dtype))
         with torch.enable_grad():
@@ -164,9 +167,14 @@ class ModelForces:
                 walls.append(bool(wall.detach() > 0))
                 energy = energy + wall
             if self.pair_part is not None and len(self.pair_part.atoms):
-                self.pair_list.update(positions, cell)
                 pair_list = self.pair_list
-                energy = energy + self.pair_part.energy(pair_list.vectors(pos) @ deform, pair_list.i, pair_list.j)
+                if pair_list.update(positions, cell):  # the pairs that count, with their special_bonds weights
+                    self._pairs_kept, self._pairs_weight = self.pair_part.listed(pair_list)
+                kept, i, j = self._pairs_kept, pair_list.i, pair_list.j
+                if kept is not None:
+                    i, j = i.index_select(0, kept), j.index_select(0, kept)
+                vectors = pair_list.vectors(pos, kept) @ deform
+                energy = energy + self.pair_part.energy(vectors, i, j, self._pairs_weight)
                 walls.append(self.pair_part.core_acted)
             if walls:
                 self.wall_active = any(walls)
@@ -185,7 +193,13 @@ class ModelForces:
         distances = torch.from_numpy(verlet.distances).to(self.device)
         walls = self.engine.walls_within_reach(self.atoms, verlet.i, verlet.j, verlet.pair_class, distances,
                                                verlet.skin + 1e-3)  # fmt: skip
-        return None if walls is None else (walls[0], walls[1].to(self.dtype), walls[2].to(self.dtype))
+        if walls is None:
+            return None
+        near, core, stretch = walls
+        if self.pair_part is not None:  # csnequip's nequip: only the pairs within a molecule as its classes see them
+            inside = model_class_ids(verlet.pair_class.index_select(0, near), self.model.n_edge_classes) != NONBONDED
+            near, core, stretch = near[inside], core[inside], stretch[inside]
+        return near, core.to(self.dtype), stretch.to(self.dtype)
 
 
 class CoulombPart(torch.nn.Module):
