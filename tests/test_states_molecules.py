@@ -284,3 +284,32 @@ def test_lennard_jones_tail_mixes_by_the_models_force_field(chains_run, tmp_path
     csnequip = _checkpoint(_model(frames), frames, tmp_path / "cs.pt")
     with pytest.raises(ValueError, match="csnequip's pair part reaches"):
         for_model(load_model(csnequip)[1], frames.topology, float("inf"))
+
+
+def test_a_model_without_weights_is_refused_on_chains_where_it_would_be_silently_wrong(chains_run, tmp_path, capsys):
+    """The shipped water csnequip (no special_bonds weights) would count every pair within a molecule in full:
+    evaluate and MD refuse it on molecules with several Lennard-Jones sites, even zero-shot."""
+    shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "models" / "csnequip-pme-water" / "best.pt"
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--model", str(shipped), "--data", str(chains_run), "--allow-unknown-types"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no special_bonds weights" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(ValueError, match="has no special_bonds weights"):
+        ModelForces(shipped, load_frames(chains_run).topology, allow_unknown_types=True)
+
+
+def test_angle_yes_is_followed_where_every_1_3_pair_ends_an_angle(water_run, chains_run, tmp_path):
+    """SPC/Fw says `special_bonds ... angle yes`; its only 1-3 pair (H-H) ends the listed angle, so csnequip
+    trains on water from its force field; the chains list one of their two angles, so there it is refused."""
+    runs = tmp_path / "runs"
+    args = ["train", "--model", "csnequip", "--data", str(water_run), "--runs-dir", str(runs), "--name", "w"]
+    assert main([*args, "--epochs", "1", "--cutoff", "3.0", "--hyper", "channels=4", "--hyper", "layers=1",
+                 "--no-progress", "--quiet"]) == 0  # fmt: skip
+    model, _ = load_model(runs / "w" / "best.pt")
+    assert model.hyper["mixing"] == "geometric" and model.hyper["special_lj"] == [0.0, 0.0, 0.5]
+    chains = load_frames(chains_run)
+    with pytest.raises(ValueError, match="csnequip weights pairs by bond count alone"):
+        StatesNequIP().follow_force_field(ForceField.parse(CHAINS_FF + "special_bonds lj/coul 0 0 0.5 angle yes\n",
+                                                           "chains.ff"), chains.topology)  # fmt: skip
+    StatesNequIP().follow_force_field(ForceField.parse(CHAINS_FF, "chains.ff"), chains.topology)  # angle no: fine

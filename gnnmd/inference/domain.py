@@ -45,6 +45,7 @@ class DomainForces:
             )
         if not allow_unknown_types:
             check_types_known(topology, self.info.type_table, str(checkpoint), system)
+        self.model.check_system(topology, f"{checkpoint} on {system}: ")
         self.engine = TabulatedNequIP(self.model)
         self.dtype = self.model.type_scale.dtype
         self.atoms = self.engine.atoms(torch.from_numpy(topology.node_features))

@@ -156,6 +156,7 @@ def evaluate_checkpoint(model_path, data_path, split: str = "all", batch_size: i
         frames, indices = select_frames(frames, info, split)
     if not allow_unknown_types:
         check_types_known(frames.topology, info.type_table, str(model_path), str(data_path))
+    model.check_system(frames.topology, f"{model_path} on {data_path}: ")
     cutoff = model.cutoff
     model = with_coulomb(model, info.electrostatics, frames.topology, frames.mean_cell())
     model = model.to(resolve_device(device))

@@ -84,6 +84,7 @@ class ModelForces:
         self.model = self.model.to(self.device, model_dtype(precision))
         if not allow_unknown_types:
             check_types_known(topology, self.info.type_table, str(checkpoint), system)
+        self.model.check_system(topology, f"{checkpoint} on {system}: ")
         self.builder = GraphBuilder(topology, self.model.cutoff)
         self.topology = topology
         self.electrostatics = self.info.electrostatics if electrostatics else None

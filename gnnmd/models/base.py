@@ -44,6 +44,10 @@ class ForceModel(nn.Module):
         self.force_scale.fill_(float(normalisation["force_scale"]))
         self.energy_shift.fill_(float(normalisation.get("energy_shift") or 0.0))
 
+    def check_system(self, topology, where: str = "") -> None:
+        """Refuse, with a ValueError starting with `where`, a system the model cannot describe whatever its
+        atom types (csnequip without special_bonds weights: molecules with several Lennard-Jones sites)."""
+
     def fit_priors(self, frames, coulomb=None, indices=None) -> dict | None:
         """Fit what the family takes from its training frames rather than learning it (nequip: per-type
         scale/shift and walls, gnnmd.models.priors); returns what was fitted, or None (nothing to fit)."""

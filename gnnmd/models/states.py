@@ -89,14 +89,22 @@ class StatesNequIP(NequIP):
         weights = self.hyper.get("special_lj")
         return None if weights is None else tuple(float(w) for w in weights)
 
-    def follow_force_field(self, force_field) -> None:
+    def follow_force_field(self, force_field, topology=None) -> None:
         """Take the mixing rule and special_bonds LJ weights of a reference force field
-        (gnnmd.data.forcefield.ForceField): the bookkeeping of the pairs the data's forces come from."""
+        (gnnmd.data.forcefield.ForceField): the bookkeeping of the pairs the data's forces come from.
+        csnequip finds 1-3 and 1-4 pairs from the bonds alone (LAMMPS' `angle no dihedral no`): `angle yes`
+        is the same where every such 1-3 pair of `topology` ends a listed angle (SPC/Fw's H-H), and is
+        refused where one does not; `dihedral yes` is refused unless 1-4 pairs are weighted 1 anyway."""
+        from gnnmd.data.topology import special_neighbours
+
         special = force_field.special_bonds
-        if special.angle or special.dihedral:
+        unlisted = topology is not None and len(special_neighbours(topology)[1]) != len(
+            special_neighbours(topology, angle=True)[1]
+        )
+        if (special.angle and (topology is None or unlisted)) or (special.dihedral and special.lj[2] != 1.0):
             raise ValueError(
-                f"{force_field.source}: special_bonds with angle/dihedral yes; csnequip finds 1-3 and 1-4 pairs "
-                "from the bonds alone (LAMMPS' default, angle no dihedral no)"
+                f"{force_field.source}: special_bonds with angle/dihedral yes, and pairs two or three bonds apart "
+                "that no listed angle/dihedral ends; csnequip weights pairs by bond count alone (angle no dihedral no)"
             )
         self.hyper.update(mixing=force_field.mixing, special_lj=[float(w) for w in special.lj])
 
@@ -155,6 +163,13 @@ class StatesNequIP(NequIP):
                 pair = pair * weight
             energies = energies.index_add(0, i, 0.5 * pair).index_add(0, j, 0.5 * pair)
         return energies
+
+    def check_system(self, topology, where: str = "") -> None:
+        if self.special_lj is None:
+            try:
+                _check_no_intramolecular_pairs(topology)
+            except ValueError as err:
+                raise ValueError(f"{where}{err}") from None
 
     def fit_priors(self, frames, coulomb=None, indices=None) -> dict:
         """NequIP's priors, the edge x_e of the data (the shortest reduced distance of a pair of the pair

@@ -212,7 +212,7 @@ def prepare_model(config: TrainConfig, data: RunData, coulomb, normalisation: di
     if data.force_field is not None and hasattr(model, "follow_force_field"):
         # csnequip: the data's mixing rule and special_bonds weights, also over a parent's (they describe
         # the reference the new forces come from); data naming no force field keep the model's own
-        model.follow_force_field(data.force_field)
+        model.follow_force_field(data.force_field, data.frames.topology)
         config = replace(config, hyper=dict(model.hyper))
     if config.stress_weight > 0:
         check_virial_family(model.family)
