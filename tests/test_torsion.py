@@ -7,9 +7,10 @@ import pytest
 from gnnmd.data import Frames, read_topology
 from gnnmd.data.forcefield import ForceField
 from gnnmd.data.topology import molecule_topology
-from gnnmd.lammps.torsion import dihedral_angle, torsion_scan, turned
+from gnnmd.lammps.torsion import dihedral_angle, lone_coulomb, torsion_scan, turned
 from gnnmd.models import build_model
 from gnnmd.models.checkpoint import save_checkpoint
+from gnnmd.models.electrostatics import PMESettings
 
 CHAINS_FF = """pair_style lj/cut/coul/long 10
 pair_modify mix geometric
@@ -66,3 +67,9 @@ def test_the_reference_barrier_is_the_half_weighted_1_4_pair(chains_data_file, t
     assert scan["reference_barrier"] == pytest.approx(by_hand.max(), abs=0.02) and by_hand.max() > 1.0
     np.testing.assert_allclose(scan["reference"], by_hand, atol=0.02)  # PPPM's error on a lone pair
     assert len(scan["model"]) == len(angles) and np.isfinite(scan["model_barrier"])
+    # a PME model's Coulomb part for a lone molecule: only the 1-4 pair moves, at half weight
+    settings = PMESettings(special=(0.0, 0.0, 0.5), angle=False)
+    coulomb = [lone_coulomb(alone, turned(start, alone, [0, 1, 2, 3], float(a)), settings) for a in angles]
+    r = [np.linalg.norm(np.subtract(*turned(start, alone, [0, 1, 2, 3], float(a))[[3, 0]])) for a in angles]
+    expected = 0.5 * 332.06371 * topology.charges[0] * topology.charges[3] / np.array(r)
+    np.testing.assert_allclose(np.array(coulomb) - coulomb[0], expected - expected[0], atol=1e-9)

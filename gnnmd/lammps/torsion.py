@@ -98,7 +98,26 @@ def torsion_scan(frames, data_file, force_field, quad, angles, checkpoint=None, 
     result = {"angles": [float(a) for a in angles], "reference": (reference - reference.min()).tolist(),
               "reference_barrier": float(reference.max() - reference.min())}  # fmt: skip
     if checkpoint is not None:
-        forces_of = ModelForces(checkpoint, alone, tabulate=False)
+        forces_of = ModelForces(checkpoint, alone, tabulate=False, electrostatics=False)
         model = np.array([forces_of(p, np.eye(3) * BOX)[1] for p in conformations])
+        if forces_of.info.pme is not None:  # the Coulomb part the model was trained without
+            model = model + np.array([lone_coulomb(alone, p, forces_of.info.pme) for p in conformations])
         result.update(model=(model - model.min()).tolist(), model_barrier=float(model.max() - model.min()))
     return result
+
+
+def lone_coulomb(topology, positions: np.ndarray, settings) -> float:
+    """The Coulomb energy (kcal/mol) of one molecule alone, its 1-2, 1-3 and 1-4 pairs weighted as the
+    model's PME settings say: PME's in a box far larger than the molecule, but for a constant (torch-pme
+    cannot tune a mesh for one small molecule in such a box, and needs none)."""
+    from gnnmd.models.electrostatics import special_pairs
+    from gnnmd.units import COULOMB_CONSTANT
+
+    n = topology.n_atoms
+    weights = np.ones((n, n))
+    pairs, factors = special_pairs(topology, settings)
+    weights[pairs[:, 0], pairs[:, 1]] = factors
+    i, j = np.triu_indices(n, k=1)
+    r = np.linalg.norm(positions[j] - positions[i], axis=1)
+    q = np.asarray(topology.charges, dtype=np.float64)
+    return float(COULOMB_CONSTANT * np.sum(weights[i, j] * q[i] * q[j] / r))
