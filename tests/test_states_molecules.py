@@ -196,29 +196,41 @@ def test_the_original_form_refuses_chains_and_the_new_one_does_not(chains_run):
     assert _model(frames).special_lj == (0.0, 0.0, 0.5)
 
 
+def _water_lattice(topology) -> tuple[np.ndarray, np.ndarray]:
+    """A frame that does not come from MD (whose trajectories depend on the thread count): each water of
+    `topology` on a 4x4x2 grid 3.1 A apart, shifted and turned by fixed amounts, in a 12.4 A cube."""
+    geometry = np.array([[0.0, 0.0, 0.0], [0.845060, 0.556792, 0.0], [-0.845060, 0.556792, 0.0]])  # O, H, H
+    positions = np.zeros((topology.n_atoms, 3))
+    for m in range(topology.n_atoms // 3):
+        c, s = np.cos(0.7 * m), np.sin(0.7 * m)
+        rotation = np.array([[c, -s, 0], [s * 0.6, c * 0.6, 0.8], [-s * 0.8, -c * 0.8, 0.6]])
+        centre = 3.1 * np.array([m % 4, (m // 4) % 4, m // 16]) + 1.0 + 0.35 * np.sin([1.3 * m, 2.1 * m, 0.7 * m])
+        atoms = np.flatnonzero(topology.molecules == topology.molecules[3 * m])
+        oxygen = atoms[np.argmax(topology.epsilon[atoms])]
+        for atom, offset in zip([oxygen, *(a for a in atoms if a != oxygen)], geometry):
+            positions[atom] = centre + rotation @ offset
+    return positions, np.eye(3) * 12.4
+
+
 def test_shipped_models_give_the_forces_they_gave(water_run):
     """csnequip checkpoints without mixing / special_lj (all shipped ones) are the original form: forces and
-    energy on frame 3 of water_run, network and MD form, as computed at the branch point (02724cf)."""
-    frames = load_frames(water_run)
+    energy on a fixed water frame, network and MD form, as the code at the branch point (02724cf) gave them."""
+    topology = load_frames(water_run).topology
+    positions, cell = _water_lattice(topology)
     expected = {  # (energy, forces of atoms 0, 1, 5, 40, sum |F|), network / tabulated
-        False: (-2690.590926904453, [[-8.991297765301649, -38.26902721801846, -14.199216027659052],
-                                     [0.33189881853491787, 14.139205620852024, 11.422702523132397],
-                                     [25.538154575015696, -74.84720629847288, -23.56532781936695],
-                                     [8.276118977840706, -8.999196958479654, 26.965847871595116]], 4870.354139584304),
-        True: (-2690.590926836252, [[-8.991300073808992, -38.26902837725811, -14.19921355234943],
-                                    [0.3318992262049232, 14.139204950772172, 11.422701365541794],
-                                    [25.53815517835029, -74.84720807681012, -23.565328371828986],
-                                    [8.276119336337317, -8.999197583014041, 26.96584931168192]], 4870.354058602363),
+        False: (-2729.8671269531883, [[-0.8337710314415591, 0.6849199630437068, -9.111079888048383], [-0.04289052136198368, -0.035120016212813354, 0.046826688283750695], [0.07050309580675851, -0.010267219418977569, 0.01368962670131102], [0.05908635950271446, 0.025009576469367745, -0.03334615022819709]], 961.9757377885394),
+        True: (-2729.8671656026295, [[-0.8337615070049558, 0.6849110462959743, -9.111066934727711], [-0.042891421889356574, -0.03511840666403819, 0.04682454221871736], [0.07051166680124255, -0.010281191399759304, 0.013708255199678665], [0.05932617049515332, 0.025070523137631112, -0.0334273641835085]], 961.9724273486072),
     }  # fmt: skip
     path = SHIPPED / "csnequip-pme-water" / "best.pt"
     model, _ = load_model(path)
     assert model.mixing == "arithmetic" and model.special_lj is None
     for tabulate, (energy, some, total) in expected.items():
-        engine = ModelForces(path, frames.topology, tabulate=tabulate, precision="float64", electrostatics=False)
-        forces, e = engine(frames.positions[3], frames.cells[3])
+        engine = ModelForces(path, topology, tabulate=tabulate, precision="float64", electrostatics=False)
+        forces, e = engine(positions, cell)
         assert e == pytest.approx(energy, abs=1e-8)
         assert np.abs(forces[[0, 1, 5, 40]] - np.array(some)).max() < 1e-9
         assert float(np.abs(forces).sum()) == pytest.approx(total, abs=1e-7)
+        assert np.abs(forces).max() > 5.0  # pairs inside the pair part's reach: the check is not empty
 
 
 @pytest.mark.slow
