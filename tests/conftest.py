@@ -64,3 +64,29 @@ def chains_data_file(tmp_path):
     path = tmp_path / "chains.data"
     write_chains_data_file(path, np.random.default_rng(3))
     return path
+
+
+def lammps_rerun(run_dir, tmp_path):
+    """Forces and potential energies of the first segment's frames recomputed by a fresh LAMMPS `rerun`
+    under the reference force field the dataset's manifest stores (what every later rerun uses)."""
+    import json
+
+    from gnnmd.data import read_lammps
+    from gnnmd.data.forcefield import dataset_force_field
+    from gnnmd.lammps.engine import load_system_commands, start_lammps
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    segment, stride = run_dir / "segment_000", manifest["protocol"]["stride"]
+    out_dump, out_energy = tmp_path / "rerun.lammpstrj", tmp_path / "rerun_energy.txt"
+    lmp = start_lammps(log=tmp_path / "rerun.log")
+    lmp.commands_list(
+        load_system_commands(segment / "system.data", dataset_force_field(run_dir))
+        + [
+            f"dump forces all custom {stride} {out_dump} id type x y z fx fy fz",
+            "dump_modify forces sort id format float %.10g",
+            f'fix energies all ave/time {stride} 1 {stride} c_thermo_pe file {out_energy} format " %.10g"',
+            f"rerun {segment / 'frames.lammpstrj'} dump x y z box yes",
+        ]
+    )
+    lmp.close()
+    return read_lammps(segment / "system.data", out_dump, out_energy)

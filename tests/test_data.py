@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import lammps_rerun
 
 from gnnmd.cli import main
 from gnnmd.data import (
@@ -23,36 +24,17 @@ from gnnmd.data import (
 )
 from gnnmd.data.graphs import ANGLE, BOND, BOND_ONEHOT, DISTANCE, N_EDGE_FEATURES, UNIT_VECTOR
 from gnnmd.data.reader import read_topology
-from gnnmd.lammps.engine import load_system_commands, start_lammps
+from gnnmd.lammps.engine import start_lammps
 from gnnmd.lammps.generate import generate, protocol_for
 
 # ---------------------------------------------------------------- generated data equals LAMMPS itself
 
 
-def _rerun(run_dir, tmp_path):
-    """Forces and potential energies of the first segment's frames recomputed by a fresh LAMMPS `rerun`."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    segment, stride = run_dir / "segment_000", manifest["protocol"]["stride"]
-    out_dump, out_energy = tmp_path / "rerun.lammpstrj", tmp_path / "rerun_energy.txt"
-    lmp = start_lammps(log=tmp_path / "rerun.log")
-    lmp.commands_list(
-        load_system_commands(segment / "system.data", manifest["protocol"]["forcefield"])
-        + [
-            f"dump forces all custom {stride} {out_dump} id type x y z fx fy fz",
-            "dump_modify forces sort id format float %.10g",
-            f'fix energies all ave/time {stride} 1 {stride} c_thermo_pe file {out_energy} format " %.10g"',
-            f"rerun {segment / 'frames.lammpstrj'} dump x y z box yes",
-        ]
-    )
-    lmp.close()
-    return read_lammps(segment / "system.data", out_dump, out_energy)
-
-
-def test_water_forces_and_energies_equal_lammps_rerun(water_run, tmp_path):
+def test_water_forces_and_energies_equal_lammpslammps_rerun(water_run, tmp_path):
     frames = load_frames(water_run)
     manifest = json.loads((water_run / "manifest.json").read_text())
     assert manifest["source"] == "LAMMPS" and manifest["frame_count"] == len(frames) == 12
-    rerun = _rerun(water_run, tmp_path)
+    rerun = lammps_rerun(water_run, tmp_path)
     first = frames.segments == 0
     assert len(rerun) == first.sum() == 6
     np.testing.assert_array_equal(rerun.timesteps, frames.timesteps[first])
@@ -62,9 +44,9 @@ def test_water_forces_and_energies_equal_lammps_rerun(water_run, tmp_path):
     assert 3.0 < np.abs(frames.forces).mean() < 30.0
 
 
-def test_argon_forces_equal_lammps_rerun(argon_run, tmp_path):
+def test_argon_forces_equal_lammpslammps_rerun(argon_run, tmp_path):
     frames = load_frames(argon_run)
-    rerun = _rerun(argon_run, tmp_path)
+    rerun = lammps_rerun(argon_run, tmp_path)
     assert np.abs(rerun.forces - frames.forces).max() < 1e-4
     table = frames.topology.type_table()
     assert [(t["name"], t["epsilon"], t["sigma"], t["charge"]) for t in table] == [("Ar", 0.2378, 3.405, 0.0)]

@@ -9,12 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import lammps_rerun
 
 from gnnmd.cli import main
-from gnnmd.data import FrameDataset, load_frames, read_lammps
-from gnnmd.data.forcefield import ForceField, SpecialBonds, dataset_force_field
+from gnnmd.data import FrameDataset, load_frames
+from gnnmd.data.forcefield import SpecialBonds, dataset_force_field
 from gnnmd.files import file_sha256
-from gnnmd.lammps.engine import lammps_input, load_system_commands, start_lammps
+from gnnmd.lammps.engine import lammps_input
 
 ETHANE = ["--molecule", str(lammps_input("ethane.mol")), "--forcefield", str(lammps_input("oplsaa_ethane.ff"))]
 TINY = ["--frames", "4", "--segments", "2", "--stride", "10", "--equil-steps", "50", "--threads", "1", "--no-progress"]
@@ -33,30 +34,10 @@ def ethane_run(tmp_path_factory):
     return out
 
 
-def _rerun(run_dir, tmp_path):
-    """Forces and energies of the first segment's frames recomputed by a fresh LAMMPS rerun under the
-    force field the manifest stores (not the file: it is what later reruns use)."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    segment, stride = run_dir / "segment_000", manifest["protocol"]["stride"]
-    out_dump, out_energy = tmp_path / "rerun.lammpstrj", tmp_path / "rerun_energy.txt"
-    lmp = start_lammps(log=tmp_path / "rerun.log")
-    lmp.commands_list(
-        load_system_commands(segment / "system.data", ForceField.from_dict(manifest["force_field"]))
-        + [
-            f"dump forces all custom {stride} {out_dump} id type x y z fx fy fz",
-            "dump_modify forces sort id format float %.10g",
-            f'fix energies all ave/time {stride} 1 {stride} c_thermo_pe file {out_energy} format " %.10g"',
-            f"rerun {segment / 'frames.lammpstrj'} dump x y z box yes",
-        ]
-    )
-    lmp.close()
-    return read_lammps(segment / "system.data", out_dump, out_energy)
-
-
 def test_custom_forces_equal_a_rerun_with_the_stored_force_field(ethane_run, tmp_path):
     frames = load_frames(ethane_run)
     assert len(frames) == 4 and frames.topology.n_atoms == 64
-    rerun = _rerun(ethane_run, tmp_path)
+    rerun = lammps_rerun(ethane_run, tmp_path)
     first = frames.segments == 0
     assert len(rerun) == first.sum() == 2
     assert np.abs(rerun.forces - frames.forces[first]).max() < 1e-3

@@ -299,8 +299,8 @@ def _from_data(data, count, density, box, common) -> LiquidProtocol:
                           room={name: 0 for name in (*TOPOLOGY, "special")})  # fmt: skip
 
 
-def _checked(protocol: LiquidProtocol) -> LiquidProtocol:
-    """The protocol, once its numbers make sense; the first frame on the dump grid."""
+def run_problems(protocol) -> list[str]:
+    """What is wrong with the run numbers of a protocol (a study system's or a liquid's)."""
     problems = []
     if protocol.segments < 1 or protocol.frames < protocol.segments:
         problems.append(f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})")
@@ -310,12 +310,22 @@ def _checked(protocol: LiquidProtocol) -> LiquidProtocol:
         problems.append("stride and timestep must be positive and equil_steps not negative")
     if min(protocol.temperature) <= 0 or (protocol.box is not None and min(protocol.box) <= 0):
         problems.append("temperatures and box lengths must be positive")
-    if protocol.ensemble not in ("nvt", "npt"):
-        problems.append(f"ensemble must be nvt or npt, got {protocol.ensemble!r}")
+    return problems
+
+
+def checked(protocol, problems: list[str]):
+    """The protocol, refused with every problem named; its first dumped frame (the end of equilibration)
+    put on the dump grid."""
     if problems:
         raise ValueError(f"bad {protocol.system} protocol: " + "; ".join(problems))
-    equil = math.ceil(protocol.equil_steps / protocol.stride) * protocol.stride
-    return replace(protocol, equil_steps=equil)
+    return replace(protocol, equil_steps=math.ceil(protocol.equil_steps / protocol.stride) * protocol.stride)
+
+
+def _checked(protocol: LiquidProtocol) -> LiquidProtocol:
+    problems = run_problems(protocol)
+    if protocol.ensemble not in ("nvt", "npt"):
+        problems.append(f"ensemble must be nvt or npt, got {protocol.ensemble!r}")
+    return checked(protocol, problems)
 
 
 def liquid_variables(protocol: LiquidProtocol, seed: int, folder: Path) -> dict:

@@ -8,7 +8,6 @@ frames.npz (the frames read back with MDAnalysis)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +18,14 @@ from tqdm.auto import tqdm
 from gnnmd import __version__
 from gnnmd.data.dataset_folder import dataset_target, write_dataset
 from gnnmd.data.forcefield import ForceField
-from gnnmd.lammps.custom import LiquidProtocol, check_force_field, liquid_variables, write_masses
+from gnnmd.lammps.custom import (
+    LiquidProtocol,
+    check_force_field,
+    checked,
+    liquid_variables,
+    run_problems,
+    write_masses,
+)
 from gnnmd.lammps.engine import check_lammps_path, lammps_input, run_input
 from gnnmd.progress import hidden
 
@@ -128,22 +134,8 @@ def protocol_for(
         box = tuple(round(length * scale, 4) for length in base.box)
     if box is not None:
         protocol = replace(protocol, box=tuple(float(b) for b in box))
-    problems = []
-    if protocol.count < 1:
-        problems.append(f"count must be positive, got {protocol.count}")
-    if protocol.segments < 1 or protocol.frames < protocol.segments:
-        problems.append(f"need at least one frame per segment (frames={protocol.frames}, segments={protocol.segments})")
-    elif protocol.frames % protocol.segments:
-        problems.append(f"frames ({protocol.frames}) must be a multiple of segments ({protocol.segments})")
-    if protocol.stride < 1 or protocol.timestep <= 0 or protocol.equil_steps < 0:
-        problems.append("stride and timestep must be positive and equil_steps not negative")
-    if min(protocol.temperature) <= 0 or min(protocol.box) <= 0:
-        problems.append("temperatures and box lengths must be positive")
-    if problems:
-        raise ValueError(f"bad {system} protocol: " + "; ".join(problems))
-    # the first dumped frame sits at the end of equilibration: keep it on the dump grid
-    equil = math.ceil(protocol.equil_steps / protocol.stride) * protocol.stride
-    return replace(protocol, equil_steps=equil)
+    problems = [f"count must be positive, got {protocol.count}"] if protocol.count < 1 else []
+    return checked(protocol, problems + run_problems(protocol))
 
 
 def protocol_from_options(
