@@ -28,8 +28,7 @@ from gnnmd.data import load_frames
 from gnnmd.data.importing import write_dump
 from gnnmd.data.reader import ADDED_ORIGIN
 from gnnmd.files import atomic_write_text
-from gnnmd.lammps.label import label_frames
-from gnnmd.lammps.md_reference import dataset_forcefield
+from gnnmd.lammps.label import label_frames, reference_force_field
 
 
 def bend(positions: np.ndarray, cell: np.ndarray, angles: np.ndarray, chosen, rng, low: float, high: float):
@@ -73,7 +72,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_dump(sub, args.out / "bent.lammpstrj")
     base = json.loads((args.data / "manifest.json").read_text())
-    forcefield = dataset_forcefield(args.data)
+    forcefield = reference_force_field(args.data)
     segment = label_frames(args.data / base["segments"][0]["data_file"], forcefield, args.out / "bent.lammpstrj",
                            list(range(len(sub))), args.out / "labels")  # fmt: skip
     extend = args.extend or args.data

@@ -24,7 +24,8 @@ from gnnmd.analysis.rdf import compute_rdfs, peak
 from gnnmd.data.coarse_grain import coarse_grain, load_cg_frames, write_cg_data
 from gnnmd.data.forcefield import ForceField
 from gnnmd.data.reader import read_manifest
-from gnnmd.lammps.md_reference import dataset_forcefield, run_lammps_md
+from gnnmd.lammps.label import reference_force_field
+from gnnmd.lammps.md_reference import run_lammps_md
 from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.models.cg_fit import fit_cg, write_fit
 
@@ -84,7 +85,7 @@ def main() -> None:
     atomistic_settings = MDSettings(
         args.atomistic_steps, timestep=args.timestep, ensemble="nvt", temperature=temperature
     )
-    atomistic = run_lammps_md(args.data / manifest["segments"][0]["data_file"], dataset_forcefield(args.data),
+    atomistic = run_lammps_md(args.data / manifest["segments"][0]["data_file"], reference_force_field(args.data),
                               atomistic_settings, work / "atomistic_md", threads=args.threads, overwrite=True)  # fmt: skip
     r_max = min(10.0, 0.49 * float(np.min(np.diag(cell))))
     reference = mapped_rdfs(work / "cg", r_max)

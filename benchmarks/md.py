@@ -38,8 +38,9 @@ def run_system(
     import torch
 
     from gnnmd.analysis.rdf import compare_rdfs, compute_rdfs, default_r_max, plot_rdfs
+    from gnnmd.lammps.label import reference_force_field
     from gnnmd.lammps.md_model import run_md
-    from gnnmd.lammps.md_reference import dataset_forcefield, run_lammps_md
+    from gnnmd.lammps.md_reference import run_lammps_md
     from gnnmd.lammps.md_settings import MDSettings
 
     steps = int(round(picoseconds * 1000.0 / timestep))
@@ -60,7 +61,7 @@ def run_system(
     # model gets (torch's), so that the speed ratio compares like with like
     reference = run_lammps_md(
         data_file,
-        dataset_forcefield(data_dir),
+        reference_force_field(data_dir),
         MDSettings(steps, timestep=timestep, dump_every=dump_every, thermo_every=dump_every),
         work / f"{name}_lammps",
         threads=threads,

@@ -149,11 +149,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from gnnmd.data.reader import read_manifest
-    from gnnmd.lammps.md_reference import dataset_forcefield, run_lammps_md
+    from gnnmd.lammps.label import reference_force_field
+    from gnnmd.lammps.md_reference import run_lammps_md
     from gnnmd.lammps.md_settings import MDSettings
 
     data_file = args.data / read_manifest(args.data)["segments"][0]["data_file"]
-    forcefield = dataset_forcefield(args.data)
+    forcefield = reference_force_field(args.data)
     steps = int(round(args.picoseconds * 1000))
     work = args.work.resolve()
     cases = [(t, s) for t in args.temperatures for s in args.seeds]

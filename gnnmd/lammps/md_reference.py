@@ -13,16 +13,9 @@ from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
 
 
-def dataset_forcefield(data_dir):
-    """The reference force field (a ForceField) a dataset's frames were made with, from its manifest.json."""
-    from gnnmd.lammps.label import reference_force_field
-
-    return reference_force_field(data_dir)
-
-
 def run_lammps_md(data_file, forcefield, settings: MDSettings, out, threads: int = 1, overwrite: bool = False) -> dict:
     """The MD of `settings` with the force field `forcefield` (a ForceField, or a lammps_inputs/ file name;
-    see dataset_forcefield) on `threads` threads (OPENMP styles). Writes the dump, log, thermo.txt and summary.json into `out` (md_output:
+    see gnnmd.lammps.label.reference_force_field) on `threads` threads (OPENMP styles). Writes the dump, log, thermo.txt and summary.json into `out` (md_output:
     complete, or not at all); the summary has run_md's statistics and speed, and like run_md's, the
     failure (`failed_at_step`, `failure`: LAMMPS' own error or a temperature jump)."""
     data_file, out = Path(data_file), Path(out)
