@@ -27,6 +27,20 @@ def _universe(data_file: Path, dump: Path):
         raise ValueError(f"{dump}: cannot be read against {data_file} ({err})") from err
 
 
+def bond_lengths(data_file, dump, skip: int = 0) -> np.ndarray:
+    """Every bond length of the data file's topology in each dump frame after `skip` (minimum image): the
+    bond-length distribution a CG model is compared with its mapped atomistic one by."""
+    from MDAnalysis.lib.distances import calc_bonds
+
+    u = _universe(Path(data_file), Path(dump))
+    if not len(u.bonds):
+        return np.zeros(0)
+    i, j = u.bonds.indices[:, 0], u.bonds.indices[:, 1]
+    return np.concatenate(
+        [calc_bonds(u.atoms.positions[i], u.atoms.positions[j], box=ts.dimensions) for ts in u.trajectory[skip:]]
+    )
+
+
 def frames_before_failure(dump, allow_blown_up: bool = False) -> tuple[int | None, str | None]:
     """For a dump beside the summary.json of a run that blew up (`gnnmd md`): refuse it (ValueError), or
     with `allow_blown_up` the number of its frames before the failure (compute_rdfs' `stop`) and a note
