@@ -20,6 +20,30 @@ def water_run(tmp_path_factory):
     return out
 
 
+# water_run's molecules as one CG site each, at their centre of mass (docs/coarse_grain.md)
+WATER_COM_MAPPING = """molecules:
+  - name: water
+    types: [O, H, H]
+    sites:
+      - {name: W, atoms: [0, 1, 2], placement: com}
+"""
+
+
+@pytest.fixture(scope="session")
+def water_cg_fit(water_run, tmp_path_factory):
+    """water_run mapped by WATER_COM_MAPPING and force-matched (4.5 A pair table), as `gnnmd coarse-grain
+    fit` writes it: the fit folder with cg.ff, cg.table and cg.data (32 sites in a 9.5 x 9.5 x 21 A box)."""
+    from gnnmd.data.coarse_grain import coarse_grain, load_cg_frames
+    from gnnmd.models.cg_fit import fit_cg, write_fit
+
+    folder = tmp_path_factory.mktemp("cg_fit")
+    (folder / "com.yaml").write_text(WATER_COM_MAPPING)
+    coarse_grain(water_run, folder / "com.yaml", folder / "cg")
+    frames = load_cg_frames(folder / "cg")
+    write_fit(fit_cg(frames, cutoff=4.5, spacing=0.25), frames, folder / "fit")
+    return folder / "fit"
+
+
 @pytest.fixture(scope="session")
 def argon_run(tmp_path_factory):
     """64 argon atoms, 5 frames 20 steps apart after 200 steps of heating."""

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import WATER_COM_MAPPING as COM
 
 from gnnmd.cli import main
 from gnnmd.data.coarse_grain import coarse_grain, load_cg_frames, write_cg_data
@@ -18,12 +19,6 @@ from gnnmd.lammps.md_reference import run_lammps_md
 from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.models.cg_fit import angle_parameters, bond_parameters, fit_cg, pair_force, write_fit
 
-COM = """molecules:
-  - name: water
-    types: [O, H, H]
-    sites:
-      - {name: W, atoms: [0, 1, 2], placement: com}
-"""
 IDENTITY = """molecules:
   - name: water
     types: [1, 2, 2]

@@ -12,9 +12,10 @@ from gnnmd.cli.common import add_device
 def add_md(sub) -> None:
     p = sub.add_parser(
         "md",
-        help="run LAMMPS MD with a trained model's forces",
+        help="run LAMMPS MD with a trained model's forces (or a LAMMPS force-field file's)",
         description="LAMMPS integrates (nve, nvt or npt), on one MPI rank or several (mpiexec -n K gnnmd md ...); the model supplies forces and energy every step through "
-        "fix external. Writes trajectory.lammpstrj, log.lammps, thermo.txt and summary.json into --out.",
+        "fix external, or --forcefield gives LAMMPS a force field of its own (a CG fit's cg.ff). "
+        "Writes trajectory.lammpstrj, log.lammps, thermo.txt and summary.json into --out.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -27,6 +28,13 @@ def add_md(sub) -> None:
         nargs="+",
         help="two or more checkpoints trained alike (e.g. other seeds): their mean force drives MD and "
         "deviation.txt logs, per step, the largest force deviation among the atoms (where they disagree)",
+    )
+    which.add_argument(
+        "--forcefield",
+        type=Path,
+        metavar="FILE",
+        help="no model: plain LAMMPS MD with this force-field include (pair/bond/angle styles and coefficients, "
+        "special_bonds), e.g. a `gnnmd coarse-grain fit`'s cg.ff with its cg.data as --system",
     )
     p.add_argument(
         "--system",
@@ -52,6 +60,16 @@ def add_md(sub) -> None:
     p.set_defaults(func=run_md_command)
 
 
+# the options that only a model run takes, and their defaults (argparse's are None, to tell them given)
+MODEL_OPTIONS = {
+    "allow_unknown_types": False,
+    "coulomb": "lammps",
+    "device": "auto",
+    "precision": "float32",
+    "lj_tail": None,
+}
+
+
 def _add_model_options(p) -> None:
     """How the model meets the system: unknown types, who computes Coulomb, device, precision, LJ tail."""
     p.add_argument(
@@ -62,7 +80,6 @@ def _add_model_options(p) -> None:
     p.add_argument(
         "--coulomb",
         choices=("lammps", "torch-pme"),
-        default="lammps",
         help="for a model trained with PME (it learned reference minus Coulomb): LAMMPS computes the "
         "Coulomb part (coul/long + pppm with the checkpoint's cutoff, accuracy and special_bonds; default) "
         "or torch-pme adds it to the model's forces, as in training and evaluation",
@@ -71,8 +88,7 @@ def _add_model_options(p) -> None:
     p.add_argument(
         "--precision",
         choices=("float32", "float64"),
-        default="float32",
-        help="the model's arithmetic: float32 (fast) or float64 (forces the same to ~1e-10 on any number of MPI ranks)",
+        help="the model's arithmetic: float32 (fast; default) or float64 (forces the same to ~1e-10 on any number of MPI ranks)",
     )
     p.add_argument(
         "--lj-tail",
@@ -81,13 +97,17 @@ def _add_model_options(p) -> None:
         help="add the mean-field Lennard-Jones energy and pressure of pairs between the model's cutoff and R "
         "(A: the reference force field's LJ cutoff, 10 for SPC/Fw), which a short cutoff cannot see; for NPT",
     )
+    p.set_defaults(**dict.fromkeys(MODEL_OPTIONS))  # None: not given; MODEL_OPTIONS has the model run's defaults
 
 
 def run_md_command(args) -> int:
-    from gnnmd.lammps.md_model import run_md
     from gnnmd.lammps.md_settings import MDSettings
     from gnnmd.lammps.ranks import mpi_rank
 
+    given = [name for name in MODEL_OPTIONS if getattr(args, name) is not None]
+    if args.forcefield is not None and given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"--forcefield runs plain LAMMPS, no model; {options} only go with --model or --committee")
     settings = MDSettings(
         steps=args.steps,
         timestep=args.timestep,
@@ -97,41 +117,59 @@ def run_md_command(args) -> int:
         dump_every=args.dump_every,
         pressure=args.pressure,
     )
-    summary = run_md(
+    summary = _forcefield_run(args, settings) if args.forcefield is not None else _model_run(args, settings)
+    if mpi_rank() != 0:  # under mpiexec every rank has the summary; the first speaks
+        return 1 if summary["blown_up"] else 0
+    return _report(args.out, summary)
+
+
+def _model_run(args, settings) -> dict:
+    from gnnmd.lammps.md_model import run_md
+
+    options = {
+        name: MODEL_OPTIONS[name] if getattr(args, name) is None else getattr(args, name) for name in MODEL_OPTIONS
+    }
+    return run_md(
         args.model if len(args.model) > 1 else args.model[0],
         args.system,
         settings,
         args.out,
-        allow_unknown_types=args.allow_unknown_types,
-        coulomb=args.coulomb,
-        device=args.device,
-        precision=args.precision,
-        lj_tail=args.lj_tail,
+        **options,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    if mpi_rank() != 0:  # under mpiexec every rank has the summary; the first speaks
-        return 1 if summary["blown_up"] else 0
+
+
+def _forcefield_run(args, settings) -> dict:
+    """Plain LAMMPS with the file's force field (a CG fit's cg.ff): the model run's settings and outputs."""
+    from gnnmd.data.forcefield import ForceField
+    from gnnmd.lammps.md_reference import run_lammps_md
+
+    return run_lammps_md(args.system, ForceField.read(args.forcefield), settings, args.out, overwrite=args.overwrite)
+
+
+def _report(out: Path, summary: dict) -> int:
+    """The first rank's words on a run: a failure (exit 1), or one line of numbers and the warnings."""
     if summary["blown_up"]:
         when = (
             "with non-finite numbers" if summary["failed_at_step"] is None else f"at step {summary['failed_at_step']}"
         )
         print(
             f"gnnmd md: the run blew up {when} ({summary['failure']}); "
-            f"{args.out}/summary.json and the trajectory up to there are kept",
+            f"{out}/summary.json and the trajectory up to there are kept",
             file=sys.stderr,
         )
         return 1
     drift = summary["energy_drift_per_atom_per_ps"]
     print(
-        f"{args.out}: {summary['steps']} steps of {summary['atoms']} atoms, {summary['steps_per_second']:.1f} steps/s, "
+        f"{out}: {summary['steps']} steps of {summary['atoms']} atoms, {summary['steps_per_second']:.1f} steps/s, "
         f"mean T {summary['mean_temperature']:.1f} K, energy drift "
         + ("n/a (direct-force model)" if drift is None else f"{drift:.3g} kcal/mol/atom/ps")
-        + (f", Coulomb: {summary['electrostatics']}" if summary["electrostatics"] else "")
+        + (f", Coulomb: {summary['electrostatics']}" if summary.get("electrostatics") else "")
         + (f", walls acted in {summary['wall_contacts']} steps" if summary.get("wall_contacts") else "")
         + (
             f", committee force deviation max {summary['committee']['max_force_deviation']:.3g} kcal/mol/A"
-            if summary["committee"]
+            if summary.get("committee")
             else ""
         )
     )
