@@ -113,8 +113,9 @@ def find_runaway(
         "value": float(value),
         "message": (
             f"the {quantity} ran away: its {RUNAWAY_WINDOW_FS:g} fs mean went from {reference:.6g} to {value:.6g} "
-            f"{unit} ({value - reference:+.3g}) by step {at_step}, leaving its start from step {began_step}; the "
-            "model is outside what it learned (the trajectory is the model's, not the true force field's)"
+            f"{unit} ({value - reference:+.3g}) by step {at_step}, leaving its start from step {began_step}; "
+            "under a learned model this means it is outside what it learned (the trajectory is the model's, not "
+            "the true force field's); under a LAMMPS force field, the force field or the setup is at fault"
         ),
     }
 
