@@ -23,10 +23,13 @@ from gnnmd.lammps.engine import load_system_commands, start_lammps
 from gnnmd.lammps.label import label_frames
 from gnnmd.lammps.md_callback import box_matrix
 from gnnmd.models.checkpoint import read_info
+from gnnmd.models.electrostatics import PMESettings
 
 pytestmark = pytest.mark.slow
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 COM = "molecules:\n  - name: water\n    types: [O, H, H]\n    sites:\n      - {name: W, atoms: [0, 1, 2], placement: com}\n"
+ATOMS = COM.replace("{name: W, atoms: [0, 1, 2], placement: com}", "{name: O, atoms: [0], placement: atom}\n"
+                    "      - {name: H, atoms: [1], placement: atom}\n      - {name: H, atoms: [2], placement: atom}")  # fmt: skip
 CUTOFF = 3.5  # the model's: MD on two ranks needs a box (9.5 A) over twice cutoff + skin
 
 
@@ -105,6 +108,29 @@ def test_a_model_trained_on_the_residual_carries_the_prior(cg, model, tmp_path):
     del payload["prior"]  # a checkpoint from before priors
     torch.save(payload, tmp_path / "old.pt")
     assert read_info(tmp_path / "old.pt").prior is None
+
+
+def test_a_bonded_prior_of_charged_sites_is_refused_with_pme(water_run, cg, model, tmp_path, capsys):
+    """One site per atom: the prior has bonds and angles (LAMMPS' residual is the fit's again), and the
+    sites' charges train with PME by default, refused for a residual, as is MD of a checkpoint with both
+    (gnnmd md runs the prior's table, not LAMMPS' Coulomb beside it)."""
+    (tmp_path / "atoms.yaml").write_text(ATOMS)
+    coarse_grain(water_run, tmp_path / "atoms.yaml", tmp_path / "cg")
+    fit, resid = tmp_path / "fit", tmp_path / "resid"
+    assert main(["coarse-grain", "fit", "--data", str(tmp_path / "cg"), "--out", str(fit), "--cutoff", "4"]) == 0
+    assert (
+        main(["coarse-grain", "residual", "--data", str(tmp_path / "cg"), "--fit", str(fit), "--out", str(resid)]) == 0
+    )
+    expected = json.loads((fit / "fit.json").read_text())["rms_residual_force"]
+    assert read_manifest(resid)["residual"]["rms_residual_force"] == pytest.approx(expected, rel=1e-3)
+    capsys.readouterr()
+    args = ["train", "--data", str(resid), "--model", "nequip", "--epochs", "1", "--runs-dir", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 2 and "--electrostatics none" in capsys.readouterr().err
+    payload = torch.load(model, weights_only=True)
+    payload["electrostatics"] = PMESettings().to_dict()
+    torch.save(payload, tmp_path / "pme.pt")
+    assert main(_md_args(tmp_path / "pme.pt", cg / "fit" / "cg.data", tmp_path / "md")) == 2
+    assert "--electrostatics none" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
