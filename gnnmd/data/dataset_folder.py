@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gnnmd.files import FolderLock, swap_in
 
-SOURCES = ("LAMMPS", "import", "coarse-grain")  # a manifest's "source" when gnnmd wrote the dataset
+SOURCES = ("LAMMPS", "import", "coarse-grain", "coarse-grain-residual")  # a manifest's "source" when gnnmd wrote it
 # what gnnmd writes into a dataset folder: generate and import (manifest, frames cache, segments), training
 # (Coulomb and reference-virial caches), and the temp files of atomic_write a killed writer leaves
 _OWN = r"manifest\.json|frames\.npz|(?:coulomb|virials)_[0-9a-f]{16}\.npz"

@@ -81,10 +81,12 @@ def _check_declared_units(data_file: Path, units: str) -> None:
         )
 
 
-def read_topology(data_file: str | Path, units: str = "real") -> Topology:
+def read_topology(data_file: str | Path, units: str = "real", pair_coeffs: dict | None = None) -> Topology:
     """Types, charges, molecules, bonds, angles and per-type (mass, charge, epsilon, sigma), in real units.
     A data file whose header names other units than `units` is refused; `units="metal"` (for `gnnmd
-    import`) converts epsilon from eV to kcal/mol."""
+    import`) converts epsilon from eV to kcal/mol. `pair_coeffs` ({type id: (epsilon, sigma)}) stands in
+    for the Pair Coeffs a data file lacks: a CG system for a table prior (coarse-grain fit's cg.data) has
+    none, and its sites are the types of the model that runs it."""
     import MDAnalysis as mda
 
     data_file = Path(data_file)
@@ -99,7 +101,7 @@ def read_topology(data_file: str | Path, units: str = "real") -> Topology:
     atoms = universe.atoms
     type_ids = np.array([int(t) for t in atoms.types], dtype=np.int64)
     table_type_ids = np.unique(type_ids)
-    coeffs = read_pair_coeffs(data_file)
+    coeffs = {**(pair_coeffs or {}), **read_pair_coeffs(data_file)}
     missing = [int(t) for t in table_type_ids if int(t) not in coeffs]
     if missing:
         raise DataError(

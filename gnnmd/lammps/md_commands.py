@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from gnnmd.lammps.cg_prior import prior_system_commands
 from gnnmd.lammps.engine import lammps_path
 from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.models.electrostatics import PMESettings, has_charges
@@ -59,9 +60,15 @@ def _lammps_coulomb_commands(settings: dict) -> list[str]:
     ]
 
 
-def model_system_commands(data_file: Path, topology, coulomb: dict | None = None) -> list[str]:
+def model_system_commands(data_file: Path, topology, coulomb: dict | None = None, prior=None) -> list[str]:
     """Load the system with no force field of its own: the bonded styles are zero, the model gives all,
-    but for LAMMPS' Coulomb (`coulomb` settings with method lammps-pppm) under a PME-trained model."""
+    but for LAMMPS' Coulomb (`coulomb` settings with method lammps-pppm) under a PME-trained model; or,
+    for a model that corrects a CG prior (`prior`, its ForceField with the tables where the run writes
+    them), under the prior, to which fix external adds the model."""
+    if prior is not None:
+        if coulomb is not None:
+            raise ValueError("a model over a CG prior runs without PME Coulomb")
+        return prior_system_commands(data_file, prior, topology)
     read = f"read_data {lammps_path(data_file)} nocoeff"
     commands = ["units real", "atom_style full", "boundary p p p", read]
     if coulomb is not None and coulomb["method"] == "lammps-pppm":

@@ -26,6 +26,7 @@ from gnnmd.inference.committee import CommitteeForces
 from gnnmd.inference.domain import DomainForces
 from gnnmd.inference.forces import ModelForces
 from gnnmd.inference.lj_tail import LennardJonesTail, for_model
+from gnnmd.lammps.cg_prior import PRIOR_FOLDER, prior_cutoff, prior_force_field, write_prior_tables
 from gnnmd.lammps.engine import lammps_world_size, start_lammps
 from gnnmd.lammps.md_callback import DomainCallback, ModelCallback, box_matrix
 from gnnmd.lammps.md_commands import (
@@ -48,6 +49,7 @@ from gnnmd.lammps.md_output import (
 from gnnmd.lammps.md_settings import MDSettings
 from gnnmd.lammps.ranks import check_box_for_clusters, ghost_commands, world
 from gnnmd.lammps.thermo import end_outputs_before, thermo_statistics
+from gnnmd.models.checkpoint import read_info
 from gnnmd.progress import hidden
 
 
@@ -55,12 +57,15 @@ def _model_run_inputs(checkpoint, data_file: Path, run: MDSettings, out: Path, a
                       coulomb: str, device: str, precision: str):  # fmt: skip
     """What a model run needs before LAMMPS starts, where all that can be wrong with the inputs is found:
     the topology, the model's force function for the callback (with LAMMPS' Coulomb the learned part
-    alone, with torch-pme's the sum), the Coulomb settings (coulomb_settings) and the LAMMPS commands."""
+    alone, with torch-pme's the sum), the Coulomb settings (coulomb_settings), the CG prior the model
+    corrects (None without one; its tables go to `out`/prior) and the LAMMPS commands."""
     if coulomb not in COULOMB:
         raise ValueError(f"coulomb must be one of {', '.join(COULOMB)}, got {coulomb!r}")
-    topology = read_topology(data_file)
-    with_torch_pme = coulomb == "torch-pme"
     checkpoints = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    prior, type_table = _prior_of(checkpoints)
+    # a CG system for a table prior (coarse-grain fit's cg.data) has no Pair Coeffs: its sites are the model's types
+    topology = read_topology(data_file, pair_coeffs=None if prior is None else _site_coeffs(type_table))
+    with_torch_pme = coulomb == "torch-pme"
     options = dict(electrostatics=with_torch_pme, device=device, precision=precision)
     ranks = lammps_world_size()
     if ranks > 1:
@@ -72,10 +77,28 @@ def _model_run_inputs(checkpoint, data_file: Path, run: MDSettings, out: Path, a
         forces_of = ModelForces(checkpoints[0], topology, str(data_file), allow_unknown_types, **options)
     electrostatics = coulomb_settings(forces_of.info.electrostatics, topology, coulomb)
     _use_virial(forces_of, run.ensemble, with_torch_pme and electrostatics is not None)
-    commands = model_system_commands(data_file, topology, electrostatics)
-    if ranks > 1:
-        commands += ghost_commands(forces_of.ghost_reach)
-    return topology, forces_of, electrostatics, commands + dynamics_commands(run, out, model_fix=True)
+    prior_ff = None if prior is None else prior_force_field(prior, out / PRIOR_FOLDER)
+    commands = model_system_commands(data_file, topology, electrostatics, prior=prior_ff)
+    if ranks > 1:  # the ghosts cover the model's reach and the prior's pair cutoff alike
+        commands += ghost_commands(max(forces_of.ghost_reach, 0.0 if prior is None else prior_cutoff(prior)))
+    return topology, forces_of, electrostatics, prior, commands + dynamics_commands(run, out, model_fix=True)
+
+
+def _prior_of(checkpoints: list) -> tuple[dict | None, list]:
+    """The CG prior the model(s) correct, the same for every member of a committee, and the first's type
+    table; a prior under a PME-trained model is refused (MD runs the prior's pair table, not PME beside it)."""
+    infos = [read_info(c) for c in checkpoints]
+    prior = infos[0].prior
+    if any(info.prior != prior for info in infos[1:]):
+        raise ValueError(f"committee members correct different CG priors ({', '.join(map(str, checkpoints))})")
+    if prior is not None and infos[0].electrostatics:
+        raise ValueError(f"{checkpoints[0]}: corrects a CG prior but learned reference minus PME Coulomb, which "
+                         "gnnmd md cannot run beside the prior's pair table; train it with --electrostatics none")  # fmt: skip
+    return prior, infos[0].type_table
+
+
+def _site_coeffs(type_table: list[dict]) -> dict:
+    return {int(row["type_id"]): (float(row["epsilon"]), float(row["sigma"])) for row in type_table}
 
 
 def _check_domain_run(checkpoints: list, with_torch_pme: bool, device: str, ranks: int) -> None:
@@ -132,13 +155,15 @@ def run_md(
     check_out(out, overwrite, data_file)
     work = working_folder(out)
     inputs = _model_run_inputs(checkpoint, data_file, settings, work, allow_unknown_types, coulomb, device, precision)
-    topology, forces_of, electrostatics, commands = inputs
+    topology, forces_of, electrostatics, prior, commands = inputs
     tail = _check_lj_tail(lj_tail, forces_of, topology)
     comm = world() if isinstance(forces_of, DomainForces) else None
     root = comm is None or comm.rank == 0  # writes the outputs LAMMPS does not (LAMMPS writes on rank 0)
     if comm is not None:
         comm.Barrier()  # every rank has checked `out` before rank 0 writes beside it
     with fresh_folder(out, root):
+        if prior is not None:
+            _write_tables(prior, work, root, comm)
         lmp = start_lammps(log=work / "log.lammps")
         set_up(lmp, commands, data_file, out, settings)
         callback = _callback(lmp, forces_of, topology.n_atoms, settings.steps, progress and root, comm, data_file)
@@ -148,8 +173,17 @@ def run_md(
         summary = None
         if root:
             summary = _finish(checkpoint, data_file, topology, forces_of, electrostatics, settings, work, callback,
-                              seconds, failure, 1 if comm is None else comm.size)  # fmt: skip
+                              seconds, failure, 1 if comm is None else comm.size, prior)  # fmt: skip
     return summary if comm is None else comm.bcast(summary, root=0)
+
+
+def _write_tables(prior: dict, work: Path, root: bool, comm) -> None:
+    """The prior's tables into the run's folder (by the first rank, which has made it), before any rank
+    starts LAMMPS."""
+    if root:
+        write_prior_tables(prior, work / PRIOR_FOLDER)
+    if comm is not None:
+        comm.Barrier()
 
 
 def _check_lj_tail(lj_tail: float | None, forces_of, topology) -> LennardJonesTail | None:
@@ -186,7 +220,7 @@ def _callback(lmp, forces_of, n_atoms: int, steps: int, progress: bool, comm, da
 
 
 def _finish(checkpoint, data_file, topology, forces_of, electrostatics, run, out, callback, seconds, failure,
-            ranks: int) -> dict:  # fmt: skip
+            ranks: int, prior: dict | None = None) -> dict:  # fmt: skip
     """On the first rank, after the run: cut the outputs at a failure, write summary.json (_model_summary,
     with density, ranks and the LJ tail) and the warnings at the end of the log."""
     end_outputs_before(out, failure[0])
@@ -196,6 +230,9 @@ def _finish(checkpoint, data_file, topology, forces_of, electrostatics, run, out
     summary["mean_density_g_cm3"] = density(topology, summary["mean_volume"])
     summary["mpi_ranks"] = ranks
     summary["lj_tail"] = _tail_record(callback.tail, summary["mean_volume"])
+    # the CG prior under the model (LAMMPS computes it; its tables are in prior/), None without one
+    summary["prior"] = None if prior is None else {"fit": prior.get("fit"), "tables": PRIOR_FOLDER,
+                                                   "source": prior["force_field"].get("source")}  # fmt: skip
     if ranks > 1:  # the first rank's share at its last rebuild
         summary["rank_0_atoms"] = forces_of.sizes
     write_summary(out, summary)

@@ -18,7 +18,8 @@ from gnnmd.lammps.engine import check_lammps_path
 from gnnmd.lammps.md_settings import MDSettings
 
 KIND = "gnnmd-md"  # summary.json's "kind": the folder is an MD run's (gnnmd md's or run_lammps_md's)
-MD_FILES = ("trajectory.lammpstrj", "log.lammps", "thermo.txt", "summary.json", "deviation.txt")
+# prior/: the tables of the CG prior under a model (gnnmd.lammps.cg_prior)
+MD_FILES = ("trajectory.lammpstrj", "log.lammps", "thermo.txt", "summary.json", "deviation.txt", "prior")
 # what an MD summary.json from before its "kind" has, and a training run's summary has not
 _OLD_MD_KEYS = {"timestep_fs", "steps_per_second", "blown_up", "failed_at_step"}
 

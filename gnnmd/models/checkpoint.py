@@ -7,7 +7,9 @@ kill never leaves half a file. Only plain Python values and tensors are stored, 
 What a checkpoint says about its model reaches its users typed (`CheckpointInfo`), never as a dict of
 string keys. The graph cutoff has one owner, the model's `hyper["cutoff"]`; the PME settings, when the
 model learned reference minus Coulomb, are PMESettings' form; `force_field` is the training data's
-reference force field (gnnmd.data.forcefield), so what the model was trained against travels with it.
+reference force field (gnnmd.data.forcefield), so what the model was trained against travels with it;
+`prior` the CG prior a model trained on a residual learned on top of (gnnmd.lammps.cg_prior), which MD
+keeps under it (None for every other model, and in files from before it).
 
 Format 3 stores the cutoff once and adds `force_field`; format 2 (gnnmd 0.2) differs from 1 in names
 only. `read_checkpoint` upgrades older files as it reads them (the PME real-space cutoff was called
@@ -43,6 +45,7 @@ class CheckpointInfo:
     normalisation: dict
     electrostatics: dict | None = None  # PME settings (PMESettings' fields and the mesh) or None: no PME
     force_field: dict | None = None  # the training data's reference force field (ForceField.to_dict)
+    prior: dict | None = None  # the CG prior the model corrects (its force field and tables), kept in MD
     gnnmd_version: str | None = None
     parent: dict | None = None
     config: dict | None = None  # the resolved training configuration
@@ -61,7 +64,8 @@ class CheckpointInfo:
 
     def saved(self) -> dict:
         """What save_checkpoint takes again to write another checkpoint of the same model (gnnmd walls)."""
-        keep = ("type_table", "normalisation", "electrostatics", "force_field", "parent", "config", "epoch", "metrics")
+        keep = ("type_table", "normalisation", "electrostatics", "force_field", "prior", "parent", "config", "epoch",
+                "metrics")  # fmt: skip
         return {key: getattr(self, key) for key in keep}
 
     @classmethod
@@ -83,6 +87,7 @@ def save_checkpoint(
     training: dict | None = None,
     electrostatics: dict | None = None,
     force_field: dict | None = None,
+    prior: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically. `training` (optimiser and trainer state) is only needed to resume."""
     path = Path(path)
@@ -98,6 +103,7 @@ def save_checkpoint(
         "normalisation": dict(normalisation),
         "electrostatics": electrostatics,  # PME settings when the model learned reference minus Coulomb
         "force_field": force_field,  # the training data's reference force field
+        "prior": prior,  # the CG prior under the model (a residual's training data), None without one
         "config": config,
         "parent": parent,
         "epoch": epoch,

@@ -28,6 +28,7 @@ from gnnmd.data import (
 )
 from gnnmd.data.forcefield import ForceField, dataset_force_field
 from gnnmd.data.frames import ADDED_SEGMENTS
+from gnnmd.data.reader import read_manifest
 from gnnmd.data.virial_cache import virial_cache_path
 from gnnmd.files import file_sha256
 from gnnmd.inference.metrics import type_labels
@@ -57,6 +58,7 @@ class RunData:
     labels: list
     virials: ReferenceVirials | None = None  # of `frames`, with a stress term only
     force_field: ForceField | None = None  # the dataset's reference force field, if it names one
+    prior: dict | None = None  # the CG prior the dataset is the residual of (gnnmd coarse-grain residual)
 
 
 def load_data(config: TrainConfig) -> RunData:
@@ -70,7 +72,8 @@ def load_data(config: TrainConfig) -> RunData:
         raise ValueError(f"{path}: {len(frames)} frames give an empty train or validation split")
     type_table = frames.topology.type_table()
     force_field = dataset_force_field(path) if path.is_dir() else None
-    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table), virials, force_field)
+    prior = read_manifest(path).get("prior") if path.is_dir() else None
+    return RunData(path, frames, train_idx, val_idx, type_table, type_labels(type_table), virials, force_field, prior)
 
 
 def stored_virials(path: Path, frames, max_frames: int | None) -> ReferenceVirials:
@@ -113,6 +116,16 @@ def resolve_electrostatics(config: TrainConfig, frames) -> TrainConfig:
             f"{Path(config.data)}: the system has no charges, so --electrostatics pme adds nothing; use none"
         )
     return replace(config, electrostatics=choice)
+
+
+def check_prior(config: TrainConfig, data: RunData) -> None:
+    """A residual under a CG prior is learned without PME: MD runs the prior's pair table and cannot run
+    LAMMPS' Coulomb beside it, so such a model could not be used."""
+    if data.prior is not None and config.electrostatics == "pme":
+        raise ValueError(
+            f"{data.path}: is the residual under a CG prior, which gnnmd md cannot combine with PME Coulomb; "
+            "train it with --electrostatics none"
+        )
 
 
 def coulomb_for(config: TrainConfig, data: RunData, dist: Distributed):

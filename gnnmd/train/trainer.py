@@ -26,6 +26,7 @@ from gnnmd.train.setup import (
     RunData,
     TrainingState,
     check_cutoff,
+    check_prior,
     coulomb_for,
     load_data,
     normalisation_from,
@@ -51,7 +52,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     coulomb: object
     state: TrainingState
-    checkpoint_info: dict  # type_table, normalisation, config, parent, electrostatics, force_field
+    checkpoint_info: dict  # type_table, normalisation, config, parent, electrostatics, force_field, prior
     started: float
 
     @property
@@ -91,6 +92,7 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
     started = time.time()
     data = load_data(config)
     config = resolve_electrostatics(config, data.frames)
+    check_prior(config, data)
     coulomb, electrostatics = coulomb_for(config, data, dist)
     normalisation = normalisation_from(data.frames, data.train_idx, coulomb)
     model, config, normalisation, parent = prepare_model(config, data, coulomb, normalisation)
@@ -113,6 +115,7 @@ def _set_up(config: TrainConfig, dist: Distributed) -> Run:
         parent=parent,
         electrostatics=electrostatics,
         force_field=data.force_field.to_dict() if data.force_field is not None else None,
+        prior=data.prior,
     )
     return Run(config, dist, data, folder, model, optimizer, coulomb, state, info, started)
 
